@@ -1,0 +1,65 @@
+"""Input checks shared by the library and the CLI; each error names the problem and the fix."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def check_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
+    """Turn ``seed`` into a ``np.random.Generator`` once, at the top of a public entry point."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        if seed is not None and seed < 0:
+            raise ValueError(f"The 'seed' parameter must be an int >= 0 or a numpy Generator. Got {seed} instead.")
+        return np.random.default_rng(seed)
+    raise TypeError(f"The 'seed' parameter must be an int >= 0 or a numpy Generator. Got {seed!r} instead.")
+
+
+def seed_of(seed: int | np.random.Generator | None) -> int | None:
+    """The seed to record in provenance (``None`` when a Generator was passed)."""
+    return int(seed) if isinstance(seed, numbers.Integral) else None
+
+
+def as_finite_array(values: object, *, name: str, ndim: tuple[int, ...] | None = None) -> np.ndarray:
+    """Return ``values`` as a float array, refusing NaN/inf and unexpected dimensions."""
+    try:
+        array = np.asarray(values)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be a numeric array; could not convert it ({exc}).") from exc
+    if array.dtype == bool:
+        array = array.astype(np.float32)
+    if not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"{name} must be a numeric array. Got dtype {array.dtype} instead.")
+    if ndim is not None and array.ndim not in ndim:
+        shapes = " or ".join(f"{d}-D" for d in ndim)
+        raise ValueError(f"{name} must be {shapes}. Got shape {array.shape} instead.")
+    if array.ndim == 0 or array.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}); it needs at least one example.")
+    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            rows = np.unique(np.nonzero(bad)[0])
+            raise ValueError(
+                f"{name} has {int(bad.sum())} NaN/inf values (first rows: {rows[:5].tolist()}). "
+                "Replace or drop those examples before selecting."
+            )
+    return array
+
+
+def check_labels(labels: object, n: int) -> np.ndarray:
+    """Return labels as a 1-D array of length ``n``."""
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"labels must be 1-D with one label per example. Got shape {array.shape} instead.")
+    if array.shape[0] != n:
+        raise ValueError(f"labels has {array.shape[0]} entries but the representation has n_examples={n}.")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError("labels contain NaN/inf; give every example a label.")
+    if array.dtype.kind == "O":
+        kinds = {type(x).__name__ for x in array.tolist()}
+        if len(kinds) > 1:
+            raise TypeError(f"labels mix types {sorted(kinds)}; use one type (all int or all str).")
+    return array

@@ -1,0 +1,319 @@
+"""Selector contract: budgets, the tie rule, input checks and the `Selection` result.
+
+Conventions (see docs/algorithms.md):
+
+- A budget is an int count or a float fraction ``f`` in (0, 1] giving ``k = floor(f * n)``; it is
+  resolved by :func:`resolve_budget` only, and every selection holds exactly ``k`` distinct indices.
+- Score-based selectors expose ``scores`` as a *keep priority*: higher is kept first. Ties go to the
+  lower example index, unless the selector documents seeded random tie-breaking.
+- Every random step draws from the ``np.random.Generator`` made once from ``seed``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from datadiet._validation import as_finite_array, check_labels, check_rng, seed_of
+from datadiet.representations.base import Representation, as_representation
+
+Budget = int | float
+Seed = int | np.random.Generator | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen subset.
+
+    Parameters
+    ----------
+    indices : ndarray of shape (k,)
+        Sorted, distinct row indices into the representation.
+    scores : ndarray of shape (n_examples,), optional
+        Keep priority of every example (higher kept first), for score-based selectors.
+    weights : ndarray of shape (k,), optional
+        Per selected example training weight (set by unbiased calibration).
+    meta : dict
+        Provenance: algorithm, params, seed, budget, n_examples, ...
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def budget(self) -> int:
+        return int(len(self.indices))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the ``selection.json`` format of the CLI)."""
+        out: dict[str, Any] = {
+            "indices": self.indices.tolist(),
+            "budget": self.budget,
+            **{key: value for key, value in self.meta.items() if key not in ("indices", "budget")},
+        }
+        if self.scores is not None:
+            out["scores"] = np.asarray(self.scores, dtype=float).tolist()
+        if self.weights is not None:
+            out["weights"] = np.asarray(self.weights, dtype=float).tolist()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Selection:
+        if "indices" not in data:
+            raise ValueError("A selection needs an 'indices' field.")
+        indices = np.asarray(data["indices"], dtype=np.int64)
+        if indices.ndim != 1 or len(np.unique(indices)) != len(indices):
+            raise ValueError("A selection's 'indices' must be a flat list of distinct ints.")
+        meta = {key: value for key, value in data.items() if key not in ("indices", "scores", "weights")}
+        scores = None if data.get("scores") is None else np.asarray(data["scores"], dtype=float)
+        weights = None if data.get("weights") is None else np.asarray(data["weights"], dtype=float)
+        return cls(np.sort(indices), scores, weights, meta)
+
+
+def resolve_budget(budget: Budget, n: int) -> int:
+    """Turn a budget into an exact count ``k`` with ``1 <= k <= n``.
+
+    An int is a count; a float in (0, 1] is a fraction and gives ``floor(f * n)`` (computed after
+    rounding ``f * n`` to 9 decimals, so ``0.29 * 100`` gives 29, not 28).
+
+    >>> resolve_budget(0.3, 600), resolve_budget(12, 600)
+    (180, 12)
+    """
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
+        raise TypeError(
+            f"The 'budget' parameter must be an int count or a float fraction in (0, 1]. Got {budget!r} instead."
+        )
+    if isinstance(budget, numbers.Integral):
+        if not 1 <= budget <= n:
+            raise ValueError(f"budget={budget} should be in [1, n_examples={n}].")
+        return int(budget)
+    if not (math.isfinite(budget) and 0 < budget <= 1):
+        raise ValueError(
+            f"A float budget is a fraction in (0, 1]. Got {budget} instead; pass an int for a count."
+        )
+    k = math.floor(round(budget * n, 9))
+    if k < 1:
+        raise ValueError(f"budget={budget} of n_examples={n} floors to 0 examples; use a larger budget.")
+    return k
+
+
+def top_k(scores: np.ndarray, k: int, *, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Sorted indices of the ``k`` highest scores.
+
+    Ties go to the lower index, or to a seeded random order when ``rng`` is given.
+
+    >>> top_k(np.array([1.0, 3.0, 3.0, 0.0]), 1).tolist()
+    [1]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    secondary = np.arange(len(scores)) if rng is None else rng.permutation(len(scores))
+    order = np.lexsort((secondary, -scores))
+    return np.sort(order[:k])
+
+
+def param_error(owner: str, name: str, constraint: str, value: object) -> ValueError:
+    """The one wording used for every parameter error."""
+    return ValueError(f"The '{name}' parameter of {owner} must be {constraint}. Got {value!r} instead.")
+
+
+@runtime_checkable
+class Selector(Protocol):
+    """Anything that picks ``budget`` examples from a representation."""
+
+    def select(
+        self,
+        rep: Representation | np.ndarray,
+        budget: Budget,
+        *,
+        labels: np.ndarray | None = None,
+        val: Representation | np.ndarray | None = None,
+        seed: Seed = 0,
+    ) -> Selection: ...
+
+
+class BaseSelector(ABC):
+    """Template for selectors: ``select`` validates, then calls ``_select``.
+
+    Subclasses declare which array shapes they read (``input_ndim``), whether they need labels or a
+    validation representation, and keep ``__init__`` to storing keyword arguments unchanged.
+    """
+
+    name: ClassVar[str] = "base"
+    reads: ClassVar[str] = "an array"
+    input_ndim: ClassVar[tuple[int, ...]] = (1, 2, 3)
+    needs_labels: ClassVar[bool] = False
+    needs_val: ClassVar[bool] = False
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters and their current values."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {p: getattr(self, p) for p in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def validate_params(self, n: int) -> None:  # noqa: B027 - optional hook
+        """Raise ``ValueError`` for a bad parameter (``n`` is the number of examples)."""
+
+    # --- input checks -------------------------------------------------------------------------
+    def check_values(self, rep: Representation | np.ndarray, *, name: str = "rep") -> np.ndarray:
+        rep = as_representation(rep, name=name)
+        values = as_finite_array(rep.values, name=f"{name}.values")
+        if values.ndim not in self.input_ndim:
+            raise ValueError(
+                f"'{self.name}' reads {self.reads}; got a {rep.kind} representation of shape {values.shape}. "
+                f"{_reshape_hint(values.ndim, self.input_ndim)}"
+            )
+        return values
+
+    def check_val(self, val: Representation | np.ndarray | None, values: np.ndarray) -> np.ndarray | None:
+        if val is None:
+            if self.needs_val:
+                raise ValueError(f"'{self.name}' needs a validation representation: pass val= (--val-features).")
+            return None
+        val_values = self.check_values(val, name="val")
+        if val_values.shape[1:] != values.shape[1:]:
+            raise ValueError(
+                f"val has per-example shape {val_values.shape[1:]} but rep has {values.shape[1:]}; "
+                "both must come from the same extractor."
+            )
+        return val_values
+
+    def prepare(
+        self, rep: Representation | np.ndarray, labels: np.ndarray | None, val: object
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Validated (values, labels, val values)."""
+        values = self.check_values(rep)
+        if labels is not None:
+            labels = check_labels(labels, len(values))
+        elif self.needs_labels:
+            raise ValueError(f"'{self.name}' needs labels: pass labels= (--labels L.npy).")
+        val_values = self.check_val(val, values)
+        self.validate_params(len(values))
+        return values, labels, val_values
+
+    # --- selection ----------------------------------------------------------------------------
+    def select(
+        self,
+        rep: Representation | np.ndarray,
+        budget: Budget,
+        *,
+        labels: np.ndarray | None = None,
+        val: Representation | np.ndarray | None = None,
+        seed: Seed = 0,
+    ) -> Selection:
+        """Select exactly ``k`` examples (see :func:`resolve_budget`)."""
+        values, labels, val_values = self.prepare(rep, labels, val)
+        k = resolve_budget(budget, len(values))
+        rng = check_rng(seed)
+        indices, scores, weights = self._select(values, k, labels=labels, val=val_values, rng=rng)
+        return self.make_selection(indices, k, seed=seed, n=len(values), scores=scores, weights=weights)
+
+    @abstractmethod
+    def _select(
+        self,
+        values: np.ndarray,
+        k: int,
+        *,
+        labels: np.ndarray | None,
+        val: np.ndarray | None,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Return (indices, scores or None, weights or None) on validated inputs."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"algorithm": self.name, "params": _jsonable(self.get_params())}
+
+    def make_selection(
+        self,
+        indices: np.ndarray,
+        k: int,
+        *,
+        seed: Seed,
+        n: int,
+        scores: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> Selection:
+        indices = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(indices, kind="stable")
+        indices = indices[order]
+        if len(indices) != k or len(np.unique(indices)) != k:  # an internal bug, never a user error
+            raise RuntimeError(f"'{self.name}' returned {len(indices)} indices for budget k={k}.")
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)[order]
+        meta = {**self.describe(), "seed": seed_of(seed), "budget": k, "n_examples": n}
+        return Selection(indices, scores, weights, meta)
+
+
+class ScoreSelector(BaseSelector):
+    """A selector that ranks by a per-example score and keeps the top ``k``.
+
+    Subclasses implement ``_scores`` returning a keep priority (higher kept first).
+    ``random_ties`` switches the tie rule from lower-index-first to a seeded random order.
+    """
+
+    random_ties: ClassVar[bool] = False
+
+    def score(
+        self,
+        rep: Representation | np.ndarray,
+        *,
+        labels: np.ndarray | None = None,
+        val: Representation | np.ndarray | None = None,
+        seed: Seed = 0,
+    ) -> np.ndarray:
+        """Keep priority of every example (higher kept first)."""
+        values, labels, val_values = self.prepare(rep, labels, val)
+        return self._scores(values, labels=labels, val=val_values, rng=check_rng(seed))
+
+    @abstractmethod
+    def _scores(
+        self,
+        values: np.ndarray,
+        *,
+        labels: np.ndarray | None,
+        val: np.ndarray | None,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Keep priority of shape (n_examples,) on validated inputs."""
+
+    def rank(self, scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+        """The top ``k`` by this selector's tie rule."""
+        return top_k(scores, k, rng=rng if self.random_ties else None)
+
+    def _select(self, values, k, *, labels, val, rng):
+        scores = self._scores(values, labels=labels, val=val, rng=rng)
+        return self.rank(scores, k, rng), scores, None
+
+
+def _reshape_hint(ndim: int, wanted: tuple[int, ...]) -> str:
+    if ndim == 3 and 2 in wanted:
+        return "Pick one checkpoint (values[:, c]) or flatten to (n_examples, C*d)."
+    if ndim == 1 and 2 in wanted:
+        return "Reshape 1-D scores to (n_examples, 1)."
+    if ndim == 2 and 1 in wanted:
+        return "Pass one score per example."
+    return "Use a representation of the shape named above."
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, BaseSelector):
+        return value.describe()
+    return value
