@@ -13,7 +13,9 @@ def check_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
         return seed
     if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
         if seed is not None and seed < 0:
-            raise ValueError(f"The 'seed' parameter must be an int >= 0 or a numpy Generator. Got {seed} instead.")
+            raise ValueError(
+                f"The 'seed' parameter must be an int >= 0 or a numpy Generator. Got {seed} instead."
+            )
         return np.random.default_rng(seed)
     raise TypeError(f"The 'seed' parameter must be an int >= 0 or a numpy Generator. Got {seed!r} instead.")
 
@@ -38,15 +40,27 @@ def as_finite_array(values: object, *, name: str, ndim: tuple[int, ...] | None =
         raise ValueError(f"{name} must be {shapes}. Got shape {array.shape} instead.")
     if array.ndim == 0 or array.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {array.shape}); it needs at least one example.")
-    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
-        bad = ~np.isfinite(array)
-        if bad.any():
-            rows = np.unique(np.nonzero(bad)[0])
-            raise ValueError(
-                f"{name} has {int(bad.sum())} NaN/inf values (first rows: {rows[:5].tolist()}). "
-                "Replace or drop those examples before selecting."
-            )
+    if np.issubdtype(array.dtype, np.inexact):
+        _check_finite(array, name)
     return array
+
+
+def _check_finite(array: np.ndarray, name: str, chunk_bytes: int = 64 * 2**20) -> None:
+    """Refuse NaN/inf, reading ``array`` in row chunks so a memmap is never loaded whole."""
+    row_bytes = max(1, array[0].nbytes)
+    step = max(1, chunk_bytes // row_bytes)
+    bad_rows: list[int] = []
+    n_bad = 0
+    for start in range(0, array.shape[0], step):
+        bad = ~np.isfinite(array[start : start + step])
+        if bad.any():
+            n_bad += int(bad.sum())
+            bad_rows.extend((start + np.unique(np.nonzero(bad)[0])).tolist())
+    if n_bad:
+        raise ValueError(
+            f"{name} has {n_bad} NaN/inf values (first rows: {bad_rows[:5]}). "
+            "Replace or drop those examples before selecting."
+        )
 
 
 def check_labels(labels: object, n: int) -> np.ndarray:

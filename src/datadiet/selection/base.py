@@ -50,7 +50,7 @@ class Selection:
 
     @property
     def budget(self) -> int:
-        return int(len(self.indices))
+        return len(self.indices)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``selection.json`` format of the CLI)."""
@@ -89,7 +89,8 @@ def resolve_budget(budget: Budget, n: int) -> int:
     """
     if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
         raise TypeError(
-            f"The 'budget' parameter must be an int count or a float fraction in (0, 1]. Got {budget!r} instead."
+            "The 'budget' parameter must be an int count or a float fraction in (0, 1]. "
+            f"Got {budget!r} instead."
         )
     if isinstance(budget, numbers.Integral):
         if not 1 <= budget <= n:
@@ -178,7 +179,9 @@ class BaseSelector(ABC):
     def check_val(self, val: Representation | np.ndarray | None, values: np.ndarray) -> np.ndarray | None:
         if val is None:
             if self.needs_val:
-                raise ValueError(f"'{self.name}' needs a validation representation: pass val= (--val-features).")
+                raise ValueError(
+                    f"'{self.name}' needs a validation representation: pass val= (--val-features)."
+                )
             return None
         val_values = self.check_values(val, name="val")
         if val_values.shape[1:] != values.shape[1:]:
@@ -231,7 +234,7 @@ class BaseSelector(ABC):
         """Return (indices, scores or None, weights or None) on validated inputs."""
 
     def describe(self) -> dict[str, Any]:
-        return {"algorithm": self.name, "params": _jsonable(self.get_params())}
+        return {"algorithm": self.name, "params": jsonable(self.get_params())}
 
     def make_selection(
         self,
@@ -286,13 +289,19 @@ class ScoreSelector(BaseSelector):
     ) -> np.ndarray:
         """Keep priority of shape (n_examples,) on validated inputs."""
 
-    def rank(self, scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-        """The top ``k`` by this selector's tie rule."""
-        return top_k(scores, k, rng=rng if self.random_ties else None)
+    def pick(
+        self, scores: np.ndarray, k: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Indices of the ``k`` kept examples given keep priorities, and their weights (or None).
+
+        The plain rule is the top ``k`` by this selector's tie rule; calibration overrides it.
+        """
+        return top_k(scores, k, rng=rng if self.random_ties else None), None
 
     def _select(self, values, k, *, labels, val, rng):
         scores = self._scores(values, labels=labels, val=val, rng=rng)
-        return self.rank(scores, k, rng), scores, None
+        indices, weights = self.pick(scores, k, rng)
+        return indices, scores, weights
 
 
 def _reshape_hint(ndim: int, wanted: tuple[int, ...]) -> str:
@@ -305,11 +314,12 @@ def _reshape_hint(ndim: int, wanted: tuple[int, ...]) -> str:
     return "Use a representation of the shape named above."
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy arrays/scalars and selectors turned into plain JSON types."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

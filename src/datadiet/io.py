@@ -1,0 +1,71 @@
+"""Safe file I/O: arrays without pickle, atomic writes (write to a temp file, then rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def load_array(path: str | os.PathLike[str], *, name: str, mmap: bool = False) -> np.ndarray:
+    """Load a ``.npy`` file (never unpickling), or a ``.txt``/``.csv`` with one value per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} file '{path}' does not exist.")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        except ValueError as exc:
+            raise ValueError(
+                f"{name} file '{path}' holds Python objects or is corrupt ({exc}); datadiet never unpickles "
+                "data: save a numeric or string array."
+            ) from exc
+    if suffix in (".txt", ".csv"):
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return _parse_column(lines)
+    raise ValueError(f"{name} file '{path}' must be .npy (or .txt/.csv with one value per line).")
+
+
+def _parse_column(lines: list[str]) -> np.ndarray:
+    for dtype in (np.int64, np.float64):
+        try:
+            return np.array(lines, dtype=dtype)
+        except ValueError:
+            continue
+    return np.array(lines)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` so that ``path`` is either absent, the old file, or the complete new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], *, name: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} file '{path}' does not exist.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{name} file '{path}' is not valid JSON ({exc}).") from exc
