@@ -1,0 +1,100 @@
+"""EL2N (Paul et al., NeurIPS 2021): keep the examples with the largest error-vector norm.
+
+``EL2N(x, y) = mean_r || p_r(x) - onehot(y) ||_2`` where ``p_r`` is the softmax output of run
+(or epoch) ``r``. This follows ``mansheej/data_diet`` ``data_diet/scores.py: get_lord_error_fn``
+(``ord=2``) with the per-run norms averaged over runs as in ``scripts/get_mean_score.py``. The
+highest scores are kept (``subset='keep_max_scores'``); ties go to the lower example index.
+
+Input: class probabilities of shape (n_examples, K), or (n_examples, R, K) for R runs or epochs,
+plus integer labels in [0, K).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datadiet.selection.base import ScoreSelector
+from datadiet.selection.cartography import check_probabilities
+from datadiet.selection.registry import SELECTORS
+
+PROBABILITIES = "an (n_examples, K) array of class probabilities, or (n_examples, R, K) over R runs or epochs"
+
+
+def el2n_scores(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean over runs of the L2 norm of ``probs - onehot(labels)``.
+
+    Parameters
+    ----------
+    probs : array-like of shape (n_examples, K) or (n_examples, R, K)
+        Softmax outputs, for one run or for R runs (or epochs).
+    labels : array-like of shape (n_examples,)
+        Integer class of each example, in [0, K).
+
+    Returns
+    -------
+    ndarray of shape (n_examples,)
+
+    Examples
+    --------
+    >>> el2n_scores([[0.6, 0.4], [0.0, 1.0]], [0, 1]).round(4).tolist()
+    [0.5657, 0.0]
+    """
+    probs = check_probabilities(probs, who="el2n_scores")
+    if probs.ndim not in (2, 3) or 0 in probs.shape:
+        raise ValueError(f"'el2n_scores' reads {PROBABILITIES}. Got shape {probs.shape} instead.")
+    return _el2n(probs, _check_class_labels(labels, len(probs), probs.shape[-1], "el2n_scores"))
+
+
+def _check_class_labels(labels: np.ndarray, n: int, n_classes: int, who: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape (n_examples,) = ({n},). Got shape {labels.shape} instead.")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(
+            f"'{who}' needs integer class labels in [0, K={n_classes}) that index the probability columns. "
+            f"Got dtype {labels.dtype} instead; map the classes to 0..K-1 first."
+        )
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        raise ValueError(
+            f"'{who}' needs labels in [0, K={n_classes}) (K = number of probability columns). "
+            f"Got {labels[bad][:5].tolist()} at rows {np.flatnonzero(bad)[:5].tolist()}."
+        )
+    return labels
+
+
+def _el2n(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    runs = probs if probs.ndim == 3 else probs[:, None, :]
+    onehot = np.eye(runs.shape[-1])[labels]
+    return np.linalg.norm(runs - onehot[:, None, :], axis=-1).mean(axis=1)
+
+
+@SELECTORS.register("el2n")
+class EL2N(ScoreSelector):
+    """Keep the examples with the largest mean error L2 norm ``||p - onehot(y)||``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
+    >>> EL2N().select(p, 1, labels=np.array([0, 0, 0])).indices.tolist()
+    [2]
+    """
+
+    reads = PROBABILITIES
+    input_ndim = (2, 3)
+    needs_labels = True
+
+    def __init__(self) -> None:
+        pass
+
+    def _scores(
+        self,
+        values: np.ndarray,
+        *,
+        labels: np.ndarray | None,
+        val: np.ndarray | None,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        probs = check_probabilities(values, who=self.name)
+        return _el2n(probs, _check_class_labels(labels, len(probs), probs.shape[-1], self.name))

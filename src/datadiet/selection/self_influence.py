@@ -1,0 +1,160 @@
+"""Self-influence (TracInCP of an example on itself, Pruthi et al., NeurIPS 2020).
+
+``SI(z) = sum_c w_c ||g_c(z)||^2`` over checkpoints ``c`` with per-checkpoint weights ``w_c``
+(the learning rate between checkpoints in the paper; the reference notebook
+``frederick0329/TracIn imagenet/resnet50_imagenet_self_influence.ipynb`` uses equal weights, the
+default here). High self-influence marks likely mislabeled, outlying or memorised examples; the
+highest scores are kept, ties to the lower example index.
+
+The gradients must **not** be normalised beforehand: with unit rows every score is the same
+constant (the pitfall in Du et al., ACL 2025). Rows are read in chunks, so a memory-mapped
+(n_examples, C, d) array is never loaded whole.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+from datadiet.selection.base import ScoreSelector, param_error
+from datadiet.selection.registry import SELECTORS
+
+GRADIENTS = "an (n_examples, C, d) array of per-checkpoint gradients, or (n_examples, d) for one checkpoint"
+LR_WEIGHTS = "None or a 1-D sequence of finite weights >= 0, not all 0, one per checkpoint"
+CHUNK_BYTES = 64 * 2**20  # float64 bytes per chunk of rows
+
+
+def check_lr_weights(lr_weights: Sequence[float] | np.ndarray | None, *, owner: str) -> np.ndarray | None:
+    """``lr_weights`` as a float64 array (``None`` stays ``None``); raise ``param_error`` if invalid."""
+    if lr_weights is None:
+        return None
+    if isinstance(lr_weights, str | bytes):
+        raise param_error(owner, "lr_weights", LR_WEIGHTS, lr_weights)
+    try:
+        weights = np.asarray(lr_weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise param_error(owner, "lr_weights", LR_WEIGHTS, lr_weights) from None
+    if weights.ndim != 1 or weights.size == 0 or not np.isfinite(weights).all():
+        raise param_error(owner, "lr_weights", LR_WEIGHTS, lr_weights)
+    if (weights < 0).any() or not (weights > 0).any():
+        raise param_error(owner, "lr_weights", LR_WEIGHTS, lr_weights)
+    return weights
+
+
+def checkpoint_weights(lr_weights: np.ndarray | None, n_checkpoints: int) -> np.ndarray:
+    """One weight per checkpoint: ``lr_weights`` checked for length, or all ones when ``None``."""
+    if lr_weights is None:
+        return np.ones(n_checkpoints)
+    if len(lr_weights) != n_checkpoints:
+        raise ValueError(
+            f"lr_weights has {len(lr_weights)} weights but the gradients have n_checkpoints={n_checkpoints}; "
+            "give one weight per checkpoint."
+        )
+    return lr_weights
+
+
+def default_chunk_rows(row_size: int) -> int:
+    """As many rows of ``row_size`` float64 values as fit in ``CHUNK_BYTES`` (at least 1)."""
+    return max(1, CHUNK_BYTES // (8 * max(row_size, 1)))
+
+
+def check_chunk_size(chunk_size: int | None, row_size: int, *, owner: str) -> int:
+    """Rows per chunk: ``chunk_size`` if given, else :func:`default_chunk_rows`."""
+    if chunk_size is None:
+        return default_chunk_rows(row_size)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise param_error(owner, "chunk_size", "None or an int in the range [1, inf)", chunk_size)
+    return int(chunk_size)
+
+
+def as_checkpoints(grads: np.ndarray) -> np.ndarray:
+    """View (n, d) gradients as (n, 1, d); (n, C, d) is returned unchanged (no copy)."""
+    return grads[:, None, :] if grads.ndim == 2 else grads
+
+
+def self_influence_scores(
+    grads: np.ndarray,
+    lr_weights: Sequence[float] | np.ndarray | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> np.ndarray:
+    """``sum_c w_c ||g_c||^2`` for every example, computed ``chunk_size`` rows at a time.
+
+    Parameters
+    ----------
+    grads : array-like of shape (n_examples, C, d) or (n_examples, d)
+        Unnormalised per-checkpoint gradients (a ``np.memmap`` is read chunk by chunk).
+    lr_weights : sequence of shape (C,), optional
+        Weight of each checkpoint (its learning rate); default 1 each.
+    chunk_size : int, optional
+        Rows per chunk; default as many as fit in 64 MiB of float64.
+
+    Returns
+    -------
+    ndarray of shape (n_examples,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = np.array([[[1.0, 2.0], [0.0, 1.0]], [[3.0, 0.0], [1.0, 1.0]]])
+    >>> self_influence_scores(g, lr_weights=[2.0, 1.0]).tolist()
+    [11.0, 20.0]
+    """
+    if not isinstance(grads, np.ndarray):
+        grads = np.asarray(grads, dtype=np.float64)
+    if grads.ndim not in (2, 3) or 0 in grads.shape:
+        raise ValueError(f"'self_influence_scores' reads {GRADIENTS}. Got shape {grads.shape} instead.")
+    grads = as_checkpoints(grads)
+    weights = checkpoint_weights(check_lr_weights(lr_weights, owner="self_influence_scores"), grads.shape[1])
+    rows = check_chunk_size(chunk_size, grads.shape[1] * grads.shape[2], owner="self_influence_scores")
+    return _self_influence(grads, weights, rows)
+
+
+def _self_influence(grads: np.ndarray, weights: np.ndarray, rows: int) -> np.ndarray:
+    scores = np.empty(len(grads))
+    for start in range(0, len(grads), rows):
+        block = np.asarray(grads[start : start + rows], dtype=np.float64)
+        scores[start : start + len(block)] = np.einsum("bcd,bcd->bc", block, block) @ weights
+    return scores
+
+
+@SELECTORS.register("self_influence")
+class SelfInfluence(ScoreSelector):
+    """Keep the examples with the highest self-influence ``sum_c w_c ||g_c||^2``.
+
+    Parameters
+    ----------
+    lr_weights : sequence of float, optional
+        One weight per checkpoint (its learning rate); default equal weights of 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 2.0]])
+    >>> SelfInfluence().select(g, 2).indices.tolist()
+    [1, 2]
+    """
+
+    reads = GRADIENTS
+    input_ndim = (2, 3)
+
+    def __init__(self, *, lr_weights: Sequence[float] | None = None) -> None:
+        self.lr_weights = lr_weights
+
+    def validate_params(self, n: int) -> None:
+        check_lr_weights(self.lr_weights, owner=type(self).__name__)
+
+    def _scores(
+        self,
+        values: np.ndarray,
+        *,
+        labels: np.ndarray | None,
+        val: np.ndarray | None,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        grads = as_checkpoints(values)
+        lr_weights = check_lr_weights(self.lr_weights, owner=type(self).__name__)
+        weights = checkpoint_weights(lr_weights, grads.shape[1])
+        return _self_influence(grads, weights, default_chunk_rows(grads.shape[1] * grads.shape[2]))
