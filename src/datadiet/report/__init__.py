@@ -1,0 +1,1 @@
+"""Matplotlib figures and reports (figure modules import matplotlib; import them explicitly)."""
