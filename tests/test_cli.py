@@ -199,3 +199,14 @@ def test_console_script_runs_and_exits_nonzero_on_error(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_synthetic_writes_figures_and_tables(tmp_path):
+    result = runner.invoke(app, ["synthetic", "--out", str(tmp_path / "syn"), "--epochs", "30"])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in (tmp_path / "syn").iterdir()}
+    assert {"overlap.csv", "selections.json", "summary.csv", "discriminative_power.png"} <= names
+    assert sum(name.endswith(".png") for name in names) >= 12
+    record = json.loads((tmp_path / "syn" / "selections.json").read_text())
+    selections = record["selections"] if isinstance(record, dict) else record
+    assert all(len(s["indices"]) == 180 for s in selections)

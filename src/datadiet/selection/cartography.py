@@ -37,7 +37,7 @@ def check_probabilities(values: np.ndarray, *, who: str) -> np.ndarray:
     if values.size and (values.min() < 0 or values.max() > 1):
         raise ValueError(
             f"'{who}' reads probabilities in [0, 1]; got values in [{values.min():.4g}, {values.max():.4g}]. "
-            "Pass softmax probabilities, not logits or losses."
+            "Pass softmax probabilities, not logits or losses (for a loss trajectory pass exp(-loss))."
         )
     return values
 
