@@ -45,9 +45,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import tempfile
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +56,13 @@ from scipy.special import expit
 from datadiet._validation import check_rng
 from datadiet.analysis.discriminative import gradient_sensitivity_bound, loss_sensitivity
 from datadiet.analysis.overlap import overlap_matrix, random_overlap_expectation
+from datadiet.analysis.synthetic_findings import (
+    boundary_distance,
+    energy_distance,
+    representation_sensitivity,
+    summarize_selections,
+)
+from datadiet.io import atomic_write_bytes
 from datadiet.representations.base import Representation
 from datadiet.selection.base import Selection
 
@@ -232,19 +237,6 @@ def _evaluate(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> tuple[np
     return expit(signed), np.logaddexp(0.0, -signed), (signed > 0).astype(np.float64)
 
 
-def boundary_distance(x: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
-    """Euclidean distance ``|wᵀx + b| / ||w||`` of each point to the decision boundary.
-
-    >>> boundary_distance(np.array([[3.0, 4.0]]), np.array([0.0, 2.0]), -2.0).tolist()
-    [3.0]
-    """
-    norm = float(np.linalg.norm(w))
-    if norm == 0:
-        raise ValueError("w is zero: the model has no decision boundary.")
-    return np.abs(x @ w + b) / norm
-
-
-# --- representations ---------------------------------------------------------------------------
 def make_representations(
     run: ReferenceRun, x: np.ndarray, y: np.ndarray, *, split: str
 ) -> dict[str, Representation]:
@@ -314,114 +306,6 @@ def _fit_shape(rep: Representation, selector: Any) -> Representation:
     return rep
 
 
-def summarize_selections(
-    selections: dict[str, Selection], data: SyntheticData, run: ReferenceRun
-) -> pd.DataFrame:
-    """Per selection: where its points lie relative to the boundary, class balance, retrained accuracy.
-
-    Boundary distances are to the final reference model's boundary. ``frac_nearest_quintile`` is the
-    share of the selection among the 20% of training points closest to the boundary (0.2 for a
-    uniform sample). ``test_accuracy`` is that of sklearn's ``LogisticRegression()`` refitted on the
-    subset; ``test_accuracy_all`` refits on all training points.
-    """
-    dist = boundary_distance(data.x_train, run.w, run.b)
-    nearest = dist <= np.quantile(dist, 0.2)
-    accuracy_all = _retrained_accuracy(data, np.arange(len(data.y_train)))
-    rows = []
-    for name, sel in selections.items():
-        idx = sel.indices
-        rows.append(
-            {
-                "name": name,
-                "method": sel.meta["method"],
-                "representation": sel.meta["representation"],
-                "n_selected": len(idx),
-                "mean_boundary_distance": float(dist[idx].mean()),
-                "mean_boundary_distance_all": float(dist.mean()),
-                "median_boundary_distance": float(np.median(dist[idx])),
-                "median_boundary_distance_all": float(np.median(dist)),
-                "frac_nearest_quintile": float(nearest[idx].mean()),
-                "frac_misclassified_by_reference": float(1 - run.train_correct[idx, -1].mean()),
-                "frac_class_1": float(data.y_train[idx].mean()),
-                "test_accuracy": _retrained_accuracy(data, idx),
-                "test_accuracy_all": accuracy_all,
-            }
-        )
-    return pd.DataFrame(rows).set_index("name")
-
-
-def _retrained_accuracy(data: SyntheticData, idx: np.ndarray) -> float:
-    """Test accuracy of sklearn's ``LogisticRegression()`` fitted on the subset (one class: predict it)."""
-    from sklearn.linear_model import LogisticRegression
-
-    y = data.y_train[idx]
-    if len(np.unique(y)) < 2:
-        return float(np.mean(data.y_test == y[0]))
-    model = LogisticRegression().fit(data.x_train[idx], y)
-    return float(model.score(data.x_test, data.y_test))
-
-
-def representation_sensitivity(
-    selections: dict[str, Selection], x: np.ndarray, distances: np.ndarray
-) -> pd.DataFrame:
-    """How much each method's selection changes when only the representation changes.
-
-    For every method run on several representations, over the pairs of its selections:
-
-    - ``boundary_distance_spread``: max - min of the selections' mean boundary distance;
-    - ``mean_pairwise_energy_distance``: mean energy distance (:func:`energy_distance`) between the
-      selected point clouds in input space, i.e. how differently the selections are *distributed*;
-    - ``mean_pairwise_overlap``: mean overlap ratio, i.e. how many *exact points* they share (random
-      subsets give ``k / n``; a method that samples at random within regions, like S2L, can look
-      unstable here while picking from the same regions).
-
-    Parameters
-    ----------
-    selections : dict of str to Selection
-        With ``meta["method"]`` set, as :func:`run_selections` returns them.
-    x : ndarray of shape (n, d)
-        The points in input space.
-    distances : ndarray of shape (n,)
-        Each point's distance to the reference decision boundary.
-    """
-    by_method: dict[str, list[np.ndarray]] = {}
-    for sel in selections.values():
-        by_method.setdefault(sel.meta["method"], []).append(sel.indices)
-    rows = []
-    for method, chosen in by_method.items():
-        if len(chosen) < 2:
-            continue
-        pairs = list(combinations(range(len(chosen)), 2))
-        means = [float(distances[idx].mean()) for idx in chosen]
-        overlaps = overlap_matrix(chosen)
-        rows.append(
-            {
-                "method": method,
-                "n_representations": len(chosen),
-                "boundary_distance_spread": max(means) - min(means),
-                "mean_pairwise_energy_distance": float(
-                    np.mean([energy_distance(x[chosen[i]], x[chosen[j]]) for i, j in pairs])
-                ),
-                "mean_pairwise_overlap": float(np.mean([overlaps[i, j] for i, j in pairs])),
-            }
-        )
-    return pd.DataFrame(rows).set_index("method")
-
-
-def energy_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Energy distance ``2 E||A - B|| - E||A - A'|| - E||B - B'||`` between two point clouds.
-
-    The V-statistic (self-pairs included, so ``energy_distance(a, a) == 0``); it is 0 only for
-    identical empirical distributions.
-
-    >>> energy_distance(np.array([[0.0], [2.0]]), np.array([[0.0], [2.0]]))
-    0.0
-    """
-    from scipy.spatial.distance import cdist
-
-    return float(2 * cdist(a, b).mean() - cdist(a, a).mean() - cdist(b, b).mean())
-
-
 # --- the study ---------------------------------------------------------------------------------
 def run_synthetic_study(
     out_dir: str | os.PathLike, *, seed: int = 0, epochs: int = 100, budget: float | int = 0.3
@@ -461,10 +345,12 @@ def run_synthetic_study(
         "reference": run.config,
     }
     files = {
-        "overlap.csv": _write(out / "overlap.csv", overlap.to_csv().encode()),
-        "summary.csv": _write(out / "summary.csv", summary.to_csv().encode()),
-        "sensitivity.csv": _write(out / "sensitivity.csv", sensitivity.to_csv().encode()),
-        "selections.json": _write(out / "selections.json", _selections_json(selections, summary, config)),
+        "overlap.csv": atomic_write_bytes(out / "overlap.csv", overlap.to_csv().encode()),
+        "summary.csv": atomic_write_bytes(out / "summary.csv", summary.to_csv().encode()),
+        "sensitivity.csv": atomic_write_bytes(out / "sensitivity.csv", sensitivity.to_csv().encode()),
+        "selections.json": atomic_write_bytes(
+            out / "selections.json", _selections_json(selections, summary, config)
+        ),
     }
     files.update(_write_figures(out, data, run, selections, overlap))
     return SyntheticResult(out, data, run, selections, summary, overlap, sensitivity, files)
@@ -502,14 +388,14 @@ def _write_figures(out: Path, data: SyntheticData, run: ReferenceRun, selections
     for name, idx in chosen.items():
         fig = plots.plot_selection(data.x_train, data.y_train, idx, run.w, run.b, title=name)
         fname = f"selection_{name.replace('/', '_')}.png"
-        files[fname] = _write(out / fname, plots.figure_to_png(fig))
+        files[fname] = atomic_write_bytes(out / fname, plots.figure_to_png(fig))
     grid = plots.plot_selection_grid(data.x_train, data.y_train, chosen, run.w, run.b)
-    files["selections_grid.png"] = _write(out / "selections_grid.png", plots.figure_to_png(grid))
+    files["selections_grid.png"] = atomic_write_bytes(out / "selections_grid.png", plots.figure_to_png(grid))
     k = len(next(iter(chosen.values())))
     expected = random_overlap_expectation(k, len(data.x_train))
     heat = plots.plot_overlap_heatmap(overlap.to_numpy(), list(overlap.index), expectation=expected)
-    files["overlap_heatmap.png"] = _write(out / "overlap_heatmap.png", plots.figure_to_png(heat))
-    files["discriminative_power.png"] = _write(
+    files["overlap_heatmap.png"] = atomic_write_bytes(out / "overlap_heatmap.png", plots.figure_to_png(heat))
+    files["discriminative_power.png"] = atomic_write_bytes(
         out / "discriminative_power.png", plots.figure_to_png(_discriminative_figure(data, run, plots))
     )
     return files
@@ -523,17 +409,3 @@ def _discriminative_figure(data: SyntheticData, run: ReferenceRun, plots: Any) -
     alphas = w_norm * h_norms
     bounds = {float(a): gradient_sensitivity_bound(z, a) for a in alphas}
     return plots.plot_discriminative_power(z, loss_sensitivity(z, w_norm), bounds, w_norm=w_norm)
-
-
-def _write(path: Path, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the usual permissions of a written file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from datadiet.selection.base import BaseSelector, ScoreSelector
+from datadiet.selection.base import BaseSelector, Delegating, ScoreSelector
 
 BALANCE_MODES: tuple[str, ...] = ("none", "stratified")
 
@@ -37,29 +37,13 @@ def stratified_budgets(labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     return classes, base
 
 
-class Stratified(BaseSelector):
+class Stratified(Delegating, BaseSelector):
     """Run ``base`` with per-class budgets proportional to class sizes (exact total ``k``)."""
 
     needs_labels = True
 
     def __init__(self, base: BaseSelector) -> None:
         self.base = base
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.base.name
-
-    @property
-    def reads(self) -> str:  # type: ignore[override]
-        return self.base.reads
-
-    @property
-    def input_ndim(self) -> tuple[int, ...]:  # type: ignore[override]
-        return self.base.input_ndim
-
-    @property
-    def needs_val(self) -> bool:  # type: ignore[override]
-        return self.base.needs_val
 
     def validate_params(self, n: int) -> None:
         self.base.validate_params(n)

@@ -304,6 +304,18 @@ class ScoreSelector(BaseSelector):
         return indices, scores, weights
 
 
+class Delegating:
+    """Mixin for wrappers (balancing, calibration): what they read and need is what ``base`` does."""
+
+    base: BaseSelector
+
+    name = property(lambda self: self.base.name)
+    reads = property(lambda self: self.base.reads)
+    input_ndim = property(lambda self: self.base.input_ndim)
+    needs_labels = property(lambda self: self.base.needs_labels)
+    needs_val = property(lambda self: self.base.needs_val)
+
+
 def _reshape_hint(ndim: int, wanted: tuple[int, ...]) -> str:
     if ndim == 3 and 2 in wanted:
         return "Pick one checkpoint (values[:, c]) or flatten to (n_examples, C*d)."

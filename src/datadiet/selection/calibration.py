@@ -18,38 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from datadiet.selection.base import ScoreSelector, param_error
+from datadiet.selection.base import Delegating, ScoreSelector, param_error
 
 WEIGHTINGS: tuple[str, ...] = ("none", "unbiased")
 
 
-class Calibrated(ScoreSelector):
+class Calibrated(Delegating, ScoreSelector):
     """``base``'s scores fill ``floor(alpha * k)`` of the budget; the rest is uniform random."""
 
     def __init__(self, base: ScoreSelector, *, alpha: float, weighting: str = "none") -> None:
         self.base = base
         self.alpha = alpha
         self.weighting = weighting
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.base.name
-
-    @property
-    def reads(self) -> str:  # type: ignore[override]
-        return self.base.reads
-
-    @property
-    def input_ndim(self) -> tuple[int, ...]:  # type: ignore[override]
-        return self.base.input_ndim
-
-    @property
-    def needs_labels(self) -> bool:  # type: ignore[override]
-        return self.base.needs_labels
-
-    @property
-    def needs_val(self) -> bool:  # type: ignore[override]
-        return self.base.needs_val
 
     def validate_params(self, n: int) -> None:
         if isinstance(self.alpha, bool) or not (isinstance(self.alpha, int | float) and 0 <= self.alpha <= 1):
