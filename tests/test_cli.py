@@ -210,3 +210,13 @@ def test_synthetic_writes_figures_and_tables(tmp_path):
     record = json.loads((tmp_path / "syn" / "selections.json").read_text())
     selections = record["selections"] if isinstance(record, dict) else record
     assert all(len(s["indices"]) == 180 for s in selections)
+
+
+def test_select_less_with_lr_weights_in_scientific_notation(files, tmp_path):
+    np.save(tmp_path / "vg.npy", np.random.default_rng(1).normal(size=(6, 2, 4)))
+    result, out = _select(
+        files, tmp_path, "--algorithm", "less", "--budget", "8", "--val-features", str(tmp_path / "vg.npy"),
+        "--param", "lr_weights=[2e-5, 1e-5]", features="grads",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["params"]["lr_weights"] == [2e-5, 1e-5]

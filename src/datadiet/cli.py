@@ -56,8 +56,20 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--param must look like key=value. Got {pair!r}.")
-        params[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        params[key.strip()] = _numbers_as_numbers(yaml.safe_load(value)) if value.strip() else None
     return params
+
+
+def _numbers_as_numbers(value: Any) -> Any:
+    """YAML 1.1 reads ``2e-5`` (no dot) as a string; read it as the float it is."""
+    if isinstance(value, list):
+        return [_numbers_as_numbers(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 @app.command()
