@@ -1,0 +1,1 @@
+"""Reference and main model backends (HF encoder classifier, frozen encoder + head)."""
