@@ -97,6 +97,9 @@ def select(
     >>> datadiet.select("hard_to_learn", p, 2).indices.tolist()
     [1, 3]
     """
+    lrs = rep.meta.get("lr") if isinstance(rep, Representation) else None
+    if isinstance(lrs, list) and "lr_weights" in SELECTORS.parameters(algorithm):
+        params.setdefault("lr_weights", lrs)  # the checkpoints' learning rates, from the provenance
     selector = build_selector(algorithm, balance=balance, calibrate=calibrate, weighting=weighting, **params)
     selection = selector.select(rep, budget, labels=labels, val=val, seed=seed)
     if isinstance(rep, Representation):

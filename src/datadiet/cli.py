@@ -98,13 +98,13 @@ def select(
     params = parse_params(param or [])
     if val_groups is not None:
         params["val_groups"] = load_array(val_groups, name="val groups")
-    values = load_array(features, name="features", mmap=True)
+    values = load_features(features, name="features")
     selection = run_select(
         algorithm,
         values,
         parse_budget(budget),
         labels=None if labels is None else load_array(labels, name="labels"),
-        val=None if val_features is None else load_array(val_features, name="val features"),
+        val=None if val_features is None else load_features(val_features, name="val features"),
         seed=seed,
         balance=None if balance == "none" else balance,
         calibrate=calibrate,
@@ -114,7 +114,51 @@ def select(
     record = selection.to_dict()
     record["features"] = str(features)
     atomic_write_json(out, record)
-    console.print(f"selected {selection.budget} of {values.shape[0]} examples with {algorithm} -> {out}")
+    console.print(f"selected {selection.budget} of {len(values.values)} examples with {algorithm} -> {out}")
+
+
+def load_features(path: Path, *, name: str) -> Any:
+    """A ``.npy`` array, or a representation-store entry directory (validated against its manifest)."""
+    from datadiet.representations.base import Representation
+    from datadiet.store import RepresentationStore
+
+    if path.is_dir():
+        rep = RepresentationStore(path.parent).load(path.name)
+        if rep is None:
+            raise FileNotFoundError(f"{name} '{path}' is not a complete representation-store entry.")
+        return rep
+    return Representation(load_array(path, name=name, mmap=True), kind="features")
+
+
+@app.command()
+@_friendly_errors
+def reference(
+    config: Annotated[Path, typer.Option(help="YAML config (see docs/representations.md).")],
+) -> None:
+    """Train the reference model and record its training dynamics and checkpoints (resumable)."""
+    from datadiet.config import ReferenceConfig, load_config
+    from datadiet.pipeline import run_reference
+
+    run = run_reference(load_config(config, ReferenceConfig))
+    console.print(f"reference run ready in {run.run_dir}")
+
+
+@app.command()
+@_friendly_errors
+def represent(
+    config: Annotated[Path, typer.Option(help="YAML config (see docs/representations.md).")],
+) -> None:
+    """Extract dynamics, hidden states and projected gradients into the store (cached, resumable)."""
+    from datadiet.config import ReferenceConfig, load_config
+    from datadiet.pipeline import run_represent
+
+    index = run_represent(load_config(config, ReferenceConfig))
+    table = Table(title="representations (use the path with `datadiet select --features`)")
+    for column in ("name", "shape", "path"):
+        table.add_column(column, overflow="fold")
+    for rep_name, entry in index.items():
+        table.add_row(rep_name, "x".join(map(str, entry["shape"])), str(Path(entry["path"]).parent))
+    Console().print(table)
 
 
 @app.command()

@@ -1,0 +1,318 @@
+"""The reference and represent stages: config -> datasets -> reference run -> representations in the store.
+
+``run_reference(cfg)`` trains (or resumes, or reuses) the reference model; ``run_represent(cfg)`` extracts the
+configured representations, caching each in the `RepresentationStore` under a provenance key, and writes
+``<output>/representations.json`` mapping names (``dynamics/prob``, ``hidden/final``, ``gradients/train``,
+...) to store entries whose ``values.npy`` is what ``datadiet select --features`` reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from datadiet.config import ReferenceConfig, to_dict
+from datadiet.data.dataset import Dataset
+from datadiet.io import atomic_write_json
+from datadiet.representations.base import Representation
+from datadiet.store import RepresentationStore, make_key
+
+DYNAMICS = ("prob", "loss", "correct")
+
+
+@dataclasses.dataclass
+class Stage:
+    """Everything the stages share: the resolved config, the data, the model factory and the store."""
+
+    cfg: ReferenceConfig
+    train: Dataset
+    val: Dataset | None
+    store: RepresentationStore
+
+    @property
+    def output(self) -> Path:
+        return Path(self.cfg.output)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output / "reference"
+
+
+def prepare(cfg: ReferenceConfig) -> Stage:
+    """Load and slice the datasets, open the store."""
+    from datadiet.data.loaders import load_dataset
+    from datadiet.data.slicing import stratified_slice
+
+    d = cfg.dataset
+    splits = load_dataset(d.source, text=d.text, text_pair=d.text_pair, label=d.label, id=d.id)
+    train = _split(splits, d.train_split, d.source)
+    train = stratified_slice(train, d.slice, seed=d.seed) if d.slice and d.slice < len(train) else train
+    val = None
+    if d.val_split is not None:
+        val = _split(splits, d.val_split, d.source)
+        val = (
+            stratified_slice(val, d.val_slice, seed=d.seed) if d.val_slice and d.val_slice < len(val) else val
+        )
+    store = RepresentationStore(cfg.represent.store or Path(cfg.output) / "store")
+    return Stage(cfg, train, val, store)
+
+
+def _split(splits: dict[str, Dataset], name: str, source: str) -> Dataset:
+    if name not in splits:
+        raise ValueError(f"{source} has no split {name!r}. Available: {sorted(splits)}.")
+    return splits[name]
+
+
+def encoder_path(cfg: ReferenceConfig) -> str:
+    from datadiet.models.encoder import embedded_encoder_path
+
+    return str(embedded_encoder_path()) if cfg.model.path == "embedded" else cfg.model.path
+
+
+def embeddings(stage: Stage, ds: Dataset) -> np.ndarray:
+    """Frozen encoder embeddings of ``ds``, cached in the store."""
+    from datadiet.models.frozen import encode_texts
+
+    path = encoder_path(stage.cfg)
+    provenance = {
+        "stage": "frozen-embeddings",
+        "dataset": ds.fingerprint(),
+        "model": _weights_fingerprint(path),
+        "max_length": stage.cfg.model.max_length,
+    }
+    key = make_key(**provenance)
+
+    def compute() -> Representation:
+        values = encode_texts(path, ds, max_length=stage.cfg.model.max_length)
+        return Representation(values, "hidden", ds.ids.astype(str), provenance)
+
+    rep = stage.store.get_or_compute(key, compute, provenance=provenance, rebuild=_rebuild(stage))
+    return np.asarray(rep.values)
+
+
+def _weights_fingerprint(path: str) -> str:
+    from datadiet.models.encoder import weights_fingerprint
+
+    return weights_fingerprint(path)
+
+
+def build_model(stage: Stage) -> Any:
+    """A fresh (untrained, seeded) reference model for the configured mode."""
+    cfg = stage.cfg
+    n_labels = stage.train.n_classes
+    if cfg.model.mode == "frozen":
+        from datadiet.models.frozen import FrozenHead
+
+        tables = {stage.train.fingerprint(): embeddings(stage, stage.train)}
+        if stage.val is not None:
+            tables[stage.val.fingerprint()] = embeddings(stage, stage.val)
+        return FrozenHead(tables, n_labels, head=cfg.model.head, seed=cfg.training.seed)
+    from datadiet.models.encoder import EncoderClassifier, LoraSettings
+
+    lora = None
+    if cfg.model.mode == "lora":
+        lora = LoraSettings(r=cfg.model.lora.r, alpha=cfg.model.lora.alpha, dropout=cfg.model.lora.dropout)
+    return EncoderClassifier(
+        encoder_path(cfg), n_labels, lora=lora, max_length=cfg.model.max_length, seed=cfg.training.seed
+    )
+
+
+def train_config(cfg: ReferenceConfig) -> Any:
+    from datadiet.training import TrainConfig
+
+    t = cfg.training
+    lr = t.lr if t.lr is not None else (1e-3 if cfg.model.mode == "frozen" else 5e-5)
+    return TrainConfig(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        lr=lr,
+        weight_decay=t.weight_decay,
+        warmup_ratio=t.warmup_ratio,
+        seed=t.seed,
+        checkpoint_epochs=t.checkpoint_epochs,
+        record_in_training=t.record_in_training,
+    )
+
+
+def run_reference(cfg: ReferenceConfig, stage: Stage | None = None) -> Any:
+    """Train the reference model (resumes an interrupted run; returns a finished one at once)."""
+    from datadiet.training import train_reference
+
+    stage = stage or prepare(cfg)
+    stage.output.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stage.output / "config.resolved.json", to_dict(cfg))
+    return train_reference(build_model(stage), stage.train, train_config(cfg), stage.run_dir)
+
+
+def _rebuild(stage: Stage) -> str:
+    return f"datadiet represent --config {stage.output / 'config.resolved.yaml'}"
+
+
+def batches(model: Any, ds: Dataset, batch_size: int, rows: np.ndarray | None = None) -> Iterator[dict]:
+    """Model inputs for ``ds`` (or its ``rows``) in order, ``batch_size`` at a time."""
+    rows = np.arange(len(ds)) if rows is None else rows
+    for start in range(0, len(rows), batch_size):
+        yield model.collate(ds, rows[start : start + batch_size])
+
+
+# --- represent ---------------------------------------------------------------------------------------
+def run_represent(cfg: ReferenceConfig) -> dict[str, dict[str, Any]]:
+    """Extract the configured representations (training the reference first if needed); returns the index."""
+    from datadiet.training import ReferenceRun
+
+    stage = prepare(cfg)
+    run_reference(cfg, stage)
+    run = ReferenceRun.open(stage.run_dir)
+    run_id = run_fingerprint(stage.run_dir)
+    index: dict[str, dict[str, Any]] = {}
+    kinds = cfg.represent.kinds
+    if "dynamics" in kinds:
+        index.update(_represent_dynamics(stage, run_id))
+    if "hidden" in kinds:
+        index.update(_represent_hidden(stage, run, run_id))
+    if "gradients" in kinds:
+        index.update(_represent_gradients(stage, run, run_id))
+    atomic_write_json(stage.output / "representations.json", index)
+    return index
+
+
+def run_fingerprint(run_dir: Path) -> str:
+    """A key for a finished reference run: the hash of its resolved config (model, data, training)."""
+    return make_key(config=(run_dir / "config.json").read_text(encoding="utf-8"))
+
+
+def _entry(stage: Stage, name: str, key: str, rep: Representation) -> dict[str, dict[str, Any]]:
+    path = stage.store.root / key / "values.npy"
+    return {name: {"key": key, "path": str(path), "kind": rep.kind, "shape": list(rep.values.shape)}}
+
+
+def _cached(stage: Stage, name: str, provenance: dict[str, Any], compute) -> dict[str, dict[str, Any]]:
+    key = make_key(**provenance)
+    rep = stage.store.get_or_compute(key, compute, provenance=provenance, rebuild=_rebuild(stage))
+    return _entry(stage, name, key, rep)
+
+
+def _represent_dynamics(stage: Stage, run_id: str) -> dict[str, dict[str, Any]]:
+    from datadiet.representations.dynamics import read_dynamics
+
+    index: dict[str, dict[str, Any]] = {}
+    for quantity in DYNAMICS:
+        provenance = {"stage": "dynamics", "run": run_id, "quantity": quantity}
+        compute = lambda q=quantity: read_dynamics(stage.run_dir, q)  # noqa: E731
+        index.update(_cached(stage, f"dynamics/{quantity}", provenance, compute))
+    return index
+
+
+def _represent_hidden(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
+    from datadiet.representations.hidden import hidden_states
+
+    index: dict[str, dict[str, Any]] = {}
+    early = min(c.epoch for c in run.checkpoints)
+    for which in stage.cfg.represent.hidden_stages:
+        provenance = {"stage": "hidden", "run": run_id, "which": which, "early_epoch": early}
+
+        def compute(which: str = which) -> Representation:
+            if which == "pretrained" and stage.cfg.model.mode == "frozen":  # the encoder's own embedding
+                values = embeddings(stage, stage.train)
+                return Representation(values, "hidden", stage.train.ids.astype(str))
+            model = build_model(stage)
+            if which == "early":
+                run.load_checkpoint(model, early)
+            elif which == "final":
+                run.load_final(model)
+            values = hidden_states(model, stage.train, batch_size=stage.cfg.training.eval_batch_size)
+            return Representation(values, "hidden", stage.train.ids.astype(str))
+
+        index.update(_cached(stage, f"hidden/{which}", provenance, compute))
+    return index
+
+
+def _represent_gradients(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
+    g = stage.cfg.represent.gradients
+    splits = [("train", stage.train)] + ([("val", stage.val)] if stage.val is not None else [])
+    index: dict[str, dict[str, Any]] = {}
+    for split, ds in splits:
+        adam = g.adam and split == "train"
+        per_checkpoint = [_checkpoint_gradients(stage, run, run_id, ds, c, adam) for c in run.checkpoints]
+        provenance = {
+            "stage": "gradients",
+            "run": run_id,
+            "split": split,
+            "dataset": ds.fingerprint(),
+            "adam": adam,
+            "lr": [float(c.lr) for c in run.checkpoints],
+            "epochs": [int(c.epoch) for c in run.checkpoints],
+            **_gradient_params(stage),
+        }
+
+        def compute(parts: list[np.ndarray] = per_checkpoint, ds: Dataset = ds) -> Representation:
+            values = np.stack([np.asarray(p) for p in parts], axis=1)
+            return Representation(values, "gradients", ds.ids.astype(str))
+
+        index.update(_cached(stage, f"gradients/{split}", provenance, compute))
+    return index
+
+
+def _gradient_params(stage: Stage) -> dict[str, Any]:
+    g = stage.cfg.represent.gradients
+    return {"dim": g.dim, "projection_seed": g.seed, "target": g.target}
+
+
+def _checkpoint_gradients(
+    stage: Stage, run: Any, run_id: str, ds: Dataset, ckpt: Any, adam: bool
+) -> np.ndarray:
+    """Projected per-sample gradients of ``ds`` at one checkpoint, cached in the store (resumable)."""
+    provenance = {
+        "stage": "gradients-checkpoint",
+        "run": run_id,
+        "dataset": ds.fingerprint(),
+        "epoch": int(ckpt.epoch),
+        "lr": float(ckpt.lr),
+        "adam": adam,
+        **_gradient_params(stage),
+    }
+    key = make_key(**provenance)
+    rep = stage.store.load(key)
+    if rep is None:
+        rep = _extract_resumably(stage, run, ds, ckpt, adam, key, provenance)
+    return np.asarray(rep.values)
+
+
+def _extract_resumably(
+    stage: Stage, run: Any, ds: Dataset, ckpt: Any, adam: bool, key: str, provenance: dict[str, Any]
+) -> Representation:
+    """Fill the store entry chunk by chunk; a killed run redoes only the unfinished chunks.
+
+    Chunks are whole multiples of the batch size, so a resumed entry is bit-identical to a one-pass one.
+    """
+    from datadiet.representations.gradients import per_sample_gradients
+
+    g, batch_size = stage.cfg.represent.gradients, stage.cfg.training.eval_batch_size
+    shape = (len(ds), g.dim)
+    ids = ds.ids.astype(str)
+    with stage.store.writer(key, shape, np.float32, ids, provenance=provenance, kind="gradients",
+                            rebuild=_rebuild(stage), chunk_rows=batch_size * 8) as writer:  # fmt: skip
+        pending = list(writer.pending())
+        if pending:
+            model = build_model(stage)
+            adam_state = run.load_checkpoint(model, ckpt.epoch)  # loads that epoch's weights too
+            target = model.gradient_target() if g.target == "auto" else g.target
+            for start, stop in tqdm(pending, desc=f"gradients epoch {ckpt.epoch} ({ds.split})"):
+                values = per_sample_gradients(
+                    model.module,
+                    batches(model, ds, batch_size, np.arange(start, stop)),
+                    model.per_example_loss,
+                    target=target,
+                    dim=g.dim,
+                    seed=g.seed,
+                    adam_state=adam_state if adam else None,
+                    progress=False,
+                )
+                writer.write(start, values)
+        return writer.finalize()

@@ -1,0 +1,172 @@
+"""Seeded projections: reproducible bit for bit, norm-preserving in expectation, factorized = explicit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from datadiet.representations.projection import (
+    FactorizedProjector,
+    Projector,
+    factor_dims,
+    random_block,
+    signed_injection,
+    stable_seed,
+)
+
+
+def test_stable_seed_is_the_same_in_another_process():
+    code = (
+        "from datadiet.representations.projection import Projector, stable_seed;"
+        "print(stable_seed(3, 'layer.0', 'dense', 1));"
+        "print(Projector(50, 8, seed=3, name='layer.0').matrix().sum().item())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert int(out[0]) == stable_seed(3, "layer.0", "dense", 1)
+    assert float(out[1]) == Projector(50, 8, seed=3, name="layer.0").matrix().sum().item()
+
+
+def test_projector_same_seed_gives_identical_matrix_and_other_seeds_or_names_differ():
+    matrix = Projector(300, 16, seed=1, name="a").matrix()
+    assert torch.equal(matrix, Projector(300, 16, seed=1, name="a").matrix())
+    assert not torch.equal(matrix, Projector(300, 16, seed=2, name="a").matrix())
+    assert not torch.equal(matrix, Projector(300, 16, seed=1, name="b").matrix())
+
+
+def test_projector_matrix_does_not_depend_on_caching_and_spans_several_blocks():
+    x = torch.randn(3, 2500, generator=torch.Generator().manual_seed(0))
+    cached = Projector(2500, 32, seed=0, name="big")
+    streamed = Projector(2500, 32, seed=0, name="big", max_cache_bytes=0)
+    torch.testing.assert_close(cached(x), streamed(x))
+    torch.testing.assert_close(cached(x), x @ streamed.matrix())
+    assert streamed._cache == {}
+
+
+@pytest.mark.parametrize("kind", ["rademacher", "normal", "sparse"])
+def test_projector_entries_have_variance_one_over_k(kind):
+    matrix = Projector(2000, 64, seed=0, kind=kind).matrix()
+    assert matrix.mean().abs() < 0.005
+    assert matrix.pow(2).mean().item() == pytest.approx(1 / 64, rel=0.03)
+    if kind == "rademacher":
+        assert torch.all(matrix.abs() == 64**-0.5)
+    if kind == "sparse":
+        assert (matrix == 0).float().mean().item() == pytest.approx(2 / 3, abs=0.01)
+
+
+def test_projector_preserves_squared_norms_in_expectation_with_jl_spread():
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(400, 1000)), dtype=torch.float32)
+    ratios = (Projector(1000, 256, seed=0)(x).pow(2).sum(1) / x.pow(2).sum(1)).numpy()
+    assert ratios.mean() == pytest.approx(1.0, abs=0.02)
+    assert ratios.std() == pytest.approx(np.sqrt(2 / 256), rel=0.2)
+
+
+def test_projector_keeps_pairwise_inner_products_within_jl_bound():
+    rng = np.random.default_rng(1)
+    x = torch.as_tensor(rng.normal(size=(50, 3000)), dtype=torch.float32)
+    x = x / x.norm(dim=1, keepdim=True)
+    px = Projector(3000, 1024, seed=0)(x)
+    error = (px @ px.T - x @ x.T).abs().max().item()
+    assert error < 4 * np.sqrt(2 * np.log(50**2) / 1024)
+
+
+def test_projector_refuses_wrong_input_width_and_bad_parameters():
+    with pytest.raises(ValueError, match=r"shape \(B, 10\)"):
+        Projector(10, 4)(torch.zeros(2, 11))
+    with pytest.raises(ValueError, match="'kind' parameter of Projector"):
+        Projector(10, 4, kind="gaussian")
+    with pytest.raises(ValueError, match="'out_dim' parameter of Projector must be an int >= 1"):
+        Projector(10, 0)
+
+
+def test_signed_injection_is_orthonormal_and_random_block_is_seeded():
+    inj = signed_injection(5, 12, seed=0)
+    torch.testing.assert_close(inj @ inj.T, torch.eye(5))
+    assert torch.equal(random_block(4, 3, seed=7), random_block(4, 3, seed=7))
+
+
+@pytest.mark.parametrize(
+    ("shape", "bias", "mode"),
+    [
+        ((40, 36), False, "kronecker"),
+        ((40, 36), True, "kronecker"),
+        ((4, 50), True, "rows"),
+        ((50, 3), False, "columns"),
+    ],
+)
+@pytest.mark.parametrize("tokens", [True, False])
+def test_factorized_projection_from_activations_equals_projection_of_gradient(shape, bias, mode, tokens):
+    out_features, in_features = shape
+    proj = FactorizedProjector(out_features, in_features, dim=64, bias=bias, seed=0, name="fc")
+    assert proj.mode == mode
+    gen = torch.Generator().manual_seed(0)
+    lead = (3, 7) if tokens else (3,)
+    a, delta = torch.randn(*lead, in_features, generator=gen), torch.randn(*lead, out_features, generator=gen)
+    grad = torch.einsum("bto,bti->boi", delta.reshape(3, -1, out_features), a.reshape(3, -1, in_features))
+    bias_grad = delta.reshape(3, -1, out_features).sum(1) if bias else None
+    torch.testing.assert_close(
+        proj.project(a, delta), proj.project_gradient(grad, bias_grad), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_kronecker_mode_is_the_kronecker_product_of_its_two_matrices():
+    proj = FactorizedProjector(40, 36, dim=64, bias=True, seed=0, name="fc")
+    r_out, r_in = proj.matrices()
+    assert r_out.shape == (40, proj.k_out) and r_in.shape == (37, proj.k_in)
+    grad = torch.randn(2, 40, 37, generator=torch.Generator().manual_seed(1))
+    explicit = grad.reshape(2, -1) @ torch.kron(r_out, r_in)
+    torch.testing.assert_close(
+        proj.project_gradient(grad[:, :, :36], grad[:, :, 36]), explicit, rtol=1e-4, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("shape", [(40, 36), (4, 300), (300, 8)])
+def test_factorized_projection_is_unbiased_for_squared_norms(shape):
+    grad = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    ratios = [
+        FactorizedProjector(*shape, dim=64, seed=seed, name="fc").project_gradient(grad).pow(2).sum().item()
+        for seed in range(200)
+    ]
+    assert np.mean(ratios) / grad.pow(2).sum().item() == pytest.approx(1.0, abs=0.03)
+
+
+def test_thin_layers_keep_dense_accuracy_on_rank_one_gradients():
+    """Rank-1 LoRA-A gradient (8 x 384): block layout error near a dense map's, Kronecker's far above."""
+    gen = torch.Generator().manual_seed(0)
+    grad = torch.outer(torch.randn(8, generator=gen), torch.randn(384, generator=gen))[None]
+    padded = torch.nn.functional.pad(grad, (0, 0, 0, 32))  # 40 rows: forces the Kronecker layout
+    thin = [FactorizedProjector(8, 384, dim=256, seed=s, name="a").project_gradient(grad) for s in range(60)]
+    kron = [
+        FactorizedProjector(40, 384, dim=256, seed=s, name="a").project_gradient(padded) for s in range(60)
+    ]
+    dense = [Projector(8 * 384, 256, seed=s)(grad.reshape(1, -1)) for s in range(60)]
+    spread = [
+        np.std([p.pow(2).sum().item() / grad.pow(2).sum().item() for p in ps]) for ps in (thin, kron, dense)
+    ]
+    assert spread[0] < 1.6 * spread[2] and spread[1] > 3 * spread[0]
+
+
+def test_factor_dims_balances_square_layers_and_keeps_short_sides_exact():
+    assert factor_dims(1024, 384, 1536) == (32, 32)
+    assert factor_dims(64, 40, 37) == (8, 8)
+    assert factor_dims(1024, 1536, 9) == (64, 16)
+
+
+def test_factorized_matrices_depend_only_on_seed_name_and_shape():
+    first = FactorizedProjector(40, 36, dim=64, seed=5, name="layer").matrices()
+    again = FactorizedProjector(40, 36, dim=64, seed=5, name="layer").matrices()
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+    other = FactorizedProjector(40, 36, dim=64, seed=5, name="layer2").matrices()
+    assert not torch.equal(first[0], other[0])
+
+
+def test_factorized_projection_requires_bias_gradient_when_layer_has_bias():
+    proj = FactorizedProjector(4, 3, dim=16, bias=True, name="fc")
+    with pytest.raises(ValueError, match="has a bias: pass bias_grad"):
+        proj.project_gradient(torch.zeros(1, 4, 3))
