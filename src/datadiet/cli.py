@@ -157,7 +157,8 @@ def represent(
     for column in ("name", "shape", "path"):
         table.add_column(column, overflow="fold")
     for rep_name, entry in index.items():
-        table.add_row(rep_name, "x".join(map(str, entry["shape"])), str(Path(entry["path"]).parent))
+        where = Path(entry["path"]).parent if "key" in entry else Path(entry["path"])
+        table.add_row(rep_name, "x".join(map(str, entry["shape"])), str(where))
     Console().print(table)
 
 

@@ -9,6 +9,7 @@ configured representations, caching each in the `RepresentationStore` under a pr
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from datadiet.config import ReferenceConfig, to_dict
 from datadiet.data.dataset import Dataset
-from datadiet.io import atomic_write_json
+from datadiet.io import atomic_write_bytes, atomic_write_json
 from datadiet.representations.base import Representation
 from datadiet.store import RepresentationStore, make_key
 
@@ -174,12 +175,28 @@ def run_represent(cfg: ReferenceConfig) -> dict[str, dict[str, Any]]:
     kinds = cfg.represent.kinds
     if "dynamics" in kinds:
         index.update(_represent_dynamics(stage, run_id))
+        index.update(_represent_class_probs(stage, run, run_id))
     if "hidden" in kinds:
         index.update(_represent_hidden(stage, run, run_id))
     if "gradients" in kinds:
         index.update(_represent_gradients(stage, run, run_id))
+    index.update(_write_labels(stage))
     atomic_write_json(stage.output / "representations.json", index)
     return index
+
+
+def _write_labels(stage: Stage) -> dict[str, dict[str, Any]]:
+    """Labels of the selected-from split (and validation), as .npy for ``datadiet select --labels``."""
+    out: dict[str, dict[str, Any]] = {}
+    for split, ds in (("train", stage.train), ("val", stage.val)):
+        if ds is not None and ds.labels is not None:
+            path = stage.output / f"labels.{split}.npy"
+            buffer = io.BytesIO()
+            np.save(buffer, ds.labels, allow_pickle=False)
+            atomic_write_bytes(path, buffer.getvalue())
+            out[f"labels/{split}"] = {"path": str(path), "kind": "labels", "shape": [len(ds)],
+                                      "label_names": list(ds.label_names)}  # fmt: skip
+    return out
 
 
 def run_fingerprint(run_dir: Path) -> str:
@@ -207,6 +224,23 @@ def _represent_dynamics(stage: Stage, run_id: str) -> dict[str, dict[str, Any]]:
         compute = lambda q=quantity: read_dynamics(stage.run_dir, q)  # noqa: E731
         index.update(_cached(stage, f"dynamics/{quantity}", provenance, compute))
     return index
+
+
+def _represent_class_probs(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
+    """The final reference model's class probabilities (N, K): what EL2N reads."""
+    provenance = {"stage": "class-probabilities", "run": run_id, "which": "final"}
+
+    def compute() -> Representation:
+        import torch
+
+        model = build_model(stage)
+        run.load_final(model)
+        parts = [
+            torch.softmax(model.logits(b), dim=-1).float().numpy() for b in batches(model, stage.train, 64)
+        ]
+        return Representation(np.concatenate(parts), "dynamics", stage.train.ids.astype(str))
+
+    return _cached(stage, "dynamics/class_probs", provenance, compute)
 
 
 def _represent_hidden(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
