@@ -45,6 +45,10 @@ class DatasetConfig:
     """Label column (file sources)."""
     id: str | None = None
     """Id column (file sources); None numbers the rows."""
+    label_noise: float = 0.0
+    """Flip this fraction of the training labels (seeded, recorded) to study robustness."""
+    noise_seed: int = 0
+    """Seed of the label flips."""
 
 
 @dataclass
@@ -80,7 +84,7 @@ class TrainingConfig:
     eval_batch_size: int = 64
     """Batch size of the per-epoch evaluation pass and of extraction."""
     lr: float | None = None
-    """Peak learning rate; None: 1e-3 for the frozen head, 5e-5 for fine-tuning."""
+    """Peak learning rate; None: 1e-2 for the frozen head, 5e-5 for fine-tuning."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
     warmup_ratio: float = 0.1
@@ -125,6 +129,9 @@ class RepresentConfig:
 class ReferenceConfig:
     output: str = "runs/reference"
     """Run directory: reference run, store and exported representations."""
+    run_dir: str | None = None
+    """An existing finished reference run to read instead of training one (e.g. recorded in your own
+    transformers.Trainer run by datadiet.integrations.DatadietCallback)."""
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     """What to train on."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -133,6 +140,85 @@ class ReferenceConfig:
     """Reference training."""
     represent: RepresentConfig = field(default_factory=RepresentConfig)
     """Representations to extract (datadiet represent)."""
+
+
+@dataclass
+class SelectionSpec:
+    algorithm: str
+    """A registered selector (``datadiet algorithms``)."""
+    representation: str
+    """A name from representations.json: dynamics/prob, dynamics/loss, hidden/final, gradients/train, ..."""
+    name: str | None = None
+    """Display name; default algorithm@representation plus the balance/calibration suffix."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The selector's own parameters."""
+    balance: Literal["none", "stratified"] = "none"
+    """Label balancing."""
+    calibrate: float | None = None
+    """Share of the budget taken by the scores (score-based selectors); the rest is uniform random."""
+    weighting: Literal["none", "unbiased"] = "none"
+    """With calibrate: importance weights on the random part, used as training weights."""
+    val_representation: str | None = None
+    """Validation representation (less); default gradients/val."""
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        suffix = ("+balanced" if self.balance == "stratified" else "") + (
+            f"+cal{self.calibrate:g}" if self.calibrate is not None else ""
+        )
+        return f"{self.algorithm}@{self.representation}{suffix}"
+
+
+@dataclass
+class MainConfig:
+    epochs: int | None = None
+    """Epochs of main-model training on each subset; None: 20 for the frozen head, 3 for fine-tuning."""
+    head: Literal["linear", "mlp"] | None = None
+    """Frozen path: the main model's head (None: the reference's)."""
+    batch_size: int = 32
+    """Batch size."""
+    lr: float | None = None
+    """Peak learning rate; None: 1e-2 for the frozen head, 5e-5 for fine-tuning."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.1
+    """Share of steps with linear warm-up."""
+
+
+@dataclass
+class OodConfig:
+    source: str
+    """Dataset name or path of the out-of-distribution evaluation set (same label names)."""
+    split: str = "test"
+    """Its split."""
+
+
+@dataclass
+class StudyConfig:
+    output: str = "runs/study"
+    """Study directory: the reference run, store, cells, results and report."""
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    """Dataset, reference model, its training and the representations (its output is ignored)."""
+    selections: list[SelectionSpec] = field(default_factory=list)
+    """The selections to compare; random, full data and dummy are always added."""
+    budgets: list[float] = field(default_factory=lambda: [0.05, 0.15, 0.3, 0.5, 0.7])
+    """Budget fractions."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds: each cell selects and trains with its seed."""
+    main: MainConfig = field(default_factory=MainConfig)
+    """Main-model training on each subset (same model kind as the reference)."""
+    test_split: str = "test"
+    """Split the main model is evaluated on."""
+    test_slice: int | None = None
+    """Evaluate on a seeded stratified slice of this many test examples (None: all)."""
+    ood: OodConfig | None = None
+    """Optional out-of-distribution evaluation set."""
+    metrics: list[Literal["accuracy", "macro_f1"]] = field(default_factory=lambda: ["accuracy", "macro_f1"])
+    """Metrics computed on every evaluation."""
+    primary_metric: Literal["accuracy", "macro_f1"] = "macro_f1"
+    """Metric of the report's table and significance flags."""
 
 
 def load_config(path: str | Path, cls: type[T]) -> T:
@@ -180,6 +266,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where} must be one of {list(args)}. Got {value!r} instead.")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where} must be a mapping with string keys. Got {value!r} instead.")
+        return dict(value)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list. Got {value!r} instead.")

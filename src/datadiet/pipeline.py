@@ -34,6 +34,8 @@ class Stage:
     train: Dataset
     val: Dataset | None
     store: RepresentationStore
+    flipped: np.ndarray | None = None
+    """Mask of training examples whose label was flipped (label noise), or None."""
 
     @property
     def output(self) -> Path:
@@ -41,7 +43,7 @@ class Stage:
 
     @property
     def run_dir(self) -> Path:
-        return self.output / "reference"
+        return Path(self.cfg.run_dir) if self.cfg.run_dir else self.output / "reference"
 
 
 def prepare(cfg: ReferenceConfig) -> Stage:
@@ -59,8 +61,13 @@ def prepare(cfg: ReferenceConfig) -> Stage:
         val = (
             stratified_slice(val, d.val_slice, seed=d.seed) if d.val_slice and d.val_slice < len(val) else val
         )
+    flipped = None
+    if d.label_noise > 0:
+        from datadiet.data.noise import flip_labels
+
+        train, flipped = flip_labels(train, d.label_noise, seed=d.noise_seed)
     store = RepresentationStore(cfg.represent.store or Path(cfg.output) / "store")
-    return Stage(cfg, train, val, store)
+    return Stage(cfg, train, val, store, flipped)
 
 
 def _split(splits: dict[str, Dataset], name: str, source: str) -> Dataset:
@@ -127,7 +134,7 @@ def train_config(cfg: ReferenceConfig) -> Any:
     from datadiet.training import TrainConfig
 
     t = cfg.training
-    lr = t.lr if t.lr is not None else (1e-3 if cfg.model.mode == "frozen" else 5e-5)
+    lr = t.lr if t.lr is not None else (1e-2 if cfg.model.mode == "frozen" else 5e-5)
     return TrainConfig(
         epochs=t.epochs,
         batch_size=t.batch_size,
@@ -143,11 +150,21 @@ def train_config(cfg: ReferenceConfig) -> Any:
 
 def run_reference(cfg: ReferenceConfig, stage: Stage | None = None) -> Any:
     """Train the reference model (resumes an interrupted run; returns a finished one at once)."""
-    from datadiet.training import train_reference
+    from datadiet.training import ReferenceRun, train_reference
 
     stage = stage or prepare(cfg)
     stage.output.mkdir(parents=True, exist_ok=True)
     atomic_write_json(stage.output / "config.resolved.json", to_dict(cfg))
+    if cfg.run_dir:  # an existing run, e.g. recorded inside the user's own Trainer run
+        run = ReferenceRun.open(cfg.run_dir)
+        ours = stage.train.ids.astype(str)
+        if not np.array_equal(np.asarray(run.ids).astype(str), ours):
+            raise ValueError(
+                f"'{cfg.run_dir}' recorded {len(run.ids)} examples (first ids {list(run.ids[:3])}) but the "
+                f"configured training split has {len(ours)} (first ids {list(ours[:3])}); point dataset at "
+                "the data that run trained on, in the same order."
+            )
+        return run
     return train_reference(build_model(stage), stage.train, train_config(cfg), stage.run_dir)
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
@@ -238,8 +239,25 @@ class ReferenceRun:
         model.load_trainable_state(load_file(self.run_dir / "final" / "trainable.safetensors"))
 
     def _check_model(self, model: ReferenceModel) -> None:
+        if self.config.get("source") == "transformers.Trainer":  # recorded by DatadietCallback
+            self._check_trainable_names(model)
+            return
         current = {"model": _jsonable(model.describe())}
         _raise_on_difference({"model": self.config["model"]}, current, self.run_dir)
+
+    def _check_trainable_names(self, model: ReferenceModel) -> None:
+        """A Trainer-recorded run fits ``model`` when the saved tensors are its trainable parameters."""
+        with safe_open(self.run_dir / "final" / "trainable.safetensors", framework="pt") as saved:
+            stored = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}
+        ours = {name: tuple(p.shape) for name, p in model.trainable_parameters()}
+        if stored != ours:
+            missing, extra = sorted(set(ours) - set(stored)), sorted(set(stored) - set(ours))
+            reshaped = sorted(n for n in set(ours) & set(stored) if ours[n] != stored[n])
+            raise ValueError(
+                f"'{self.run_dir}' was recorded in a transformers.Trainer run whose trainable parameters "
+                f"do not match this model's (missing {missing[:3]}, unexpected {extra[:3]}, other shape "
+                f"{reshaped[:3]}). Configure model.path/mode/lora as in that run."
+            )
 
 
 def train_reference(
@@ -491,3 +509,49 @@ def _finish(run_dir: Path, loop: _Loop) -> None:
     atomic_write_bytes(run_dir / "final" / "trainable.safetensors", final)
     atomic_write_json(run_dir / "DONE", {"epochs": loop.epoch, "global_step": loop.global_step})
     (run_dir / "state" / "state.pt").unlink(missing_ok=True)
+
+
+def fit(
+    model: ReferenceModel,
+    train: Dataset,
+    config: TrainConfig,
+    *,
+    weights: np.ndarray | None = None,
+    progress: bool = False,
+) -> None:
+    """Train ``model`` on ``train`` (the study's main model): the reference loop without recording or saving.
+
+    ``weights`` (one per example, e.g. calibration's importance weights) scale each example's loss; they
+    are normalised to mean 1 so the learning rate keeps its meaning.
+    """
+    _check_inputs(model, train, config)
+    w = None if weights is None else torch.as_tensor(np.asarray(weights, np.float64) / np.mean(weights))
+    with seeded_torch(config.seed):
+        loop = _Loop(model, train, config, progress)
+        module = model.module
+        module.train()
+        for epoch in range(1, config.epochs + 1):
+            order = loop.rng.permutation(len(train))
+            for start in tqdm(
+                range(0, len(order), config.batch_size), desc=f"fit {epoch}", disable=not progress
+            ):
+                idx = order[start : start + config.batch_size]
+                batch = model.to_device(model.collate(train, idx))
+                losses = F.cross_entropy(
+                    model.forward_logits(module, batch).float(), batch["labels"], reduction="none"
+                )
+                loss = losses.mean() if w is None else (losses * w[idx].to(losses)).mean()
+                loss.backward()
+                loop.optimizer.step()
+                loop.scheduler.step()
+                loop.optimizer.zero_grad(set_to_none=True)
+        module.eval()
+
+
+def predict(model: ReferenceModel, ds: Dataset, *, batch_size: int = 256) -> np.ndarray:
+    """Predicted class index of every example of ``ds``."""
+    out = []
+    for start in range(0, len(ds), batch_size):
+        batch = model.collate(ds, np.arange(start, min(start + batch_size, len(ds))))
+        out.append(model.logits(batch).argmax(-1).cpu().numpy())
+    return np.concatenate(out)
