@@ -209,6 +209,36 @@ def synthetic(
 
 
 @app.command()
+@_friendly_errors
+def study(config: Annotated[Path, typer.Option(help="YAML study config (see docs/study.md).")]) -> None:
+    """Retrain the main model on every selection x budget x seed (resumable) and write the report."""
+    from datadiet.config import StudyConfig, load_config
+    from datadiet.study import run_study
+
+    out = run_study(load_config(config, StudyConfig))
+    console.print(f"results: {out / 'results.csv'}  report: {out / 'report.html'}")
+
+
+@app.command()
+@_friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo-out"),
+    mode: Annotated[str, typer.Option(help="frozen (fast CPU path) | lora | full")] = "frozen",
+    full: Annotated[
+        bool, typer.Option("--full", help="Fine-tune the whole encoder (same as --mode full).")
+    ] = False,
+) -> None:
+    """The end-to-end study on the embedded default: Reuters R8 with MiniLM."""
+    from datadiet.demo import demo_config
+    from datadiet.study import run_study
+
+    if mode not in ("frozen", "lora", "full"):
+        raise ValueError(f"--mode must be one of ['frozen', 'lora', 'full']. Got {mode!r} instead.")
+    result = run_study(demo_config(str(out), mode="full" if full else mode))
+    console.print(f"results: {result / 'results.csv'}  report: {result / 'report.html'}")
+
+
+@app.command()
 def algorithms() -> None:
     """List the selection algorithms, what they read and their parameters."""
     from datadiet.selection.registry import SELECTORS
