@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/datadiet synthetic --out demo-out
+	HF_HUB_OFFLINE=1 $(BIN)/datadiet demo --out demo-out
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench

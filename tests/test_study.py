@@ -109,12 +109,24 @@ def test_interrupted_study_resumes_without_redoing_finished_cells(study, tmp_pat
 def test_changed_main_config_recomputes_cells(study, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(StudyRunner, "run_cell", lambda self, cell: calls.append(cell.id))
-    with pytest.raises(FileNotFoundError):  # nothing finished under the new config, so no cell file to read
+    with pytest.raises(RuntimeError, match="another configuration"):  # the stubbed cells never finished
         run_study(tiny(study, main={"epochs": 6, "head": "linear"}), progress=False, report=False)
     assert len(calls) == len(plan_cells(tiny(study)))
 
 
 def test_duplicate_selection_names_are_refused(tmp_path):
-    cfg = tiny(tmp_path, selections=[{"algorithm": "random", "representation": "dynamics/prob"}])
+    spec = {"algorithm": "less", "representation": "gradients/train", "name": "random"}
+    cfg = tiny(tmp_path, selections=[spec])
     with pytest.raises(ValueError, match="unique"):
         plan_cells(cfg)
+
+
+def test_report_from_a_real_study_has_every_figure(study):
+    from datadiet.report.html import build_report
+
+    html = build_report(study).read_text()
+    figures = {p.name for p in (study / "figures").iterdir()}
+    assert {"performance_test.png", "overlap.png", "label_distribution.png", "data_map.png", "costs.png",
+            "label_noise.png"} <= figures  # fmt: skip
+    assert html.count("data:image/png;base64,") >= len(figures)
+    assert "hard_to_learn@dynamics/prob" in html

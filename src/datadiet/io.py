@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,15 @@ def _parse_column(lines: list[str]) -> np.ndarray:
         except ValueError:
             continue
     return np.array(lines)
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one file or folder name: characters outside ``[A-Za-z0-9_.@+-]`` become ``_``.
+
+    >>> safe_name("less@gradients/train+balanced")
+    'less@gradients_train+balanced'
+    """
+    return re.sub(r"[^A-Za-z0-9_.@+-]", "_", text)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:

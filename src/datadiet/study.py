@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 import datadiet
 from datadiet.config import SelectionSpec, StudyConfig, to_dict
 from datadiet.data.dataset import Dataset
-from datadiet.io import atomic_write_bytes, atomic_write_json, read_json
+from datadiet.io import atomic_write_bytes, atomic_write_json, read_json, safe_name
 from datadiet.metrics import dummy_scores, score
 from datadiet.pipeline import (
     Stage,
@@ -55,7 +54,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{self.label}__b{self.budget:.2f}__s{self.seed}")
+        return safe_name(f"{self.label}__b{self.budget:.2f}__s{self.seed}")
 
 
 def plan_cells(cfg: StudyConfig) -> list[Cell]:
@@ -196,8 +195,7 @@ class StudyRunner:
             weighting=spec.weighting,
             **spec.params,
         )
-        name = re.sub(r"[^A-Za-z0-9_.@+-]", "_", cell.label)
-        path = self.out / "selections" / name / f"b{cell.budget:.2f}_s{cell.seed}.json"
+        path = self.out / "selections" / safe_name(cell.label) / f"b{cell.budget:.2f}_s{cell.seed}.json"
         atomic_write_json(path, selection.to_dict())
         return selection.indices, selection.weights
 
@@ -270,11 +268,7 @@ def _main_reference(cfg: Any, seed: int, head: str | None) -> Any:
 # --- results ------------------------------------------------------------------------------------------
 def assemble(runner: StudyRunner, cells: list[Cell]) -> pd.DataFrame:
     """All finished cells plus the dummy baseline, as one long table."""
-    rows = [
-        row
-        for cell in cells
-        for row in read_json(runner.out / "cells" / f"{cell.id}.json", name="cell")["rows"]
-    ]
+    rows = [row for cell in cells for row in _finished(runner, cell)["rows"]]
     n = runner.train.n_classes
     for split, ds in runner.evals.items():
         values = dummy_scores(runner.train.labels, ds.labels, runner.cfg.metrics, n, seed=0)
@@ -300,6 +294,14 @@ def assemble(runner: StudyRunner, cells: list[Cell]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _finished(runner: StudyRunner, cell: Cell) -> dict[str, Any]:
+    """A cell's record, refusing one missing or computed under another configuration."""
+    record = read_json(runner.out / "cells" / f"{cell.id}.json", name="cell")
+    if record.get("hash") != runner.cell_hash(cell):
+        raise RuntimeError(f"cell {cell.id} was computed under another configuration; rerun the study.")
+    return record
 
 
 def write_results(runner: StudyRunner, results: pd.DataFrame) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from datadiet.analysis.overlap import label_distribution
 from datadiet.analysis.stats import budget_label, paired_difference
-from datadiet.io import atomic_write_bytes, atomic_write_text, load_array, read_json
+from datadiet.io import atomic_write_bytes, atomic_write_text, load_array, read_json, safe_name
 from datadiet.report import study_plots as plots
 from datadiet.report.synthetic_plots import figure_to_png
 
@@ -66,7 +66,7 @@ class Study:
 
     def selection(self, name: str, budget: float, seed: int) -> np.ndarray | None:
         """Indices saved for ``name`` at ``budget`` and ``seed``, or None when the file is absent."""
-        path = self.directory / "selections" / name / f"b{budget:.2f}_s{seed}.json"
+        path = self.directory / "selections" / safe_name(name) / f"b{budget:.2f}_s{seed}.json"
         if not path.is_file():
             return None
         data = read_json(path, name="selection")
