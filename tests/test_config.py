@@ -28,7 +28,7 @@ def test_yaml_values_are_typed_and_nested(tmp_path):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"datset": {}}, r"Unknown key\(s\) \['datset'\] in the config. Valid: \['output', 'dataset'"),
+        ({"datset": {}}, r"Unknown key\(s\) \['datset'\] in the config. Valid: \['output', 'run_dir'"),
         ({"model": {"lora": {"rank": 4}}}, r"Unknown key\(s\) \['rank'\] in model.lora"),
         ({"model": {"lora": {"r": "eight"}}}, "model.lora.r must be an int. Got 'eight' instead."),
         ({"model": {"mode": "qlora"}}, r"model.mode must be one of \['frozen', 'lora', 'full'\]"),

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
@@ -332,10 +331,13 @@ class _Loop:
             idx = order[start : start + self.config.batch_size]
             batch = self.model.to_device(self.model.collate(self.train, idx))
             lrs.append(float(self.scheduler.get_last_lr()[0]))
-            logits = self.model.forward_logits(module, batch).float()
             if self.config.record_in_training:
-                self._record(idx, epoch, logits.detach(), batch["labels"], suffix="_train_pass")
-            F.cross_entropy(logits, batch["labels"]).backward()
+                stats = self.model.example_stats(module, batch)
+                self._record(idx, epoch, {k: v.detach() for k, v in stats.items()}, suffix="_train_pass")
+                loss = stats["loss"].mean()
+            else:
+                loss = self.model.per_example_loss(module, batch).mean()
+            loss.backward()
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -350,17 +352,11 @@ class _Loop:
             for start in range(0, len(order), step):
                 idx = order[start : start + step]
                 batch = self.model.to_device(self.model.collate(self.train, idx))
-                logits = self.model.forward_logits(self.model.module, batch).float()
-                self._record(idx, epoch, logits, batch["labels"], suffix="")
+                self._record(idx, epoch, self.model.example_stats(self.model.module, batch), suffix="")
 
-    def _record(
-        self, idx: np.ndarray, epoch: int, logits: torch.Tensor, labels: torch.Tensor, suffix: str
-    ) -> None:
-        log_probs = torch.log_softmax(logits, dim=-1)
-        picked = log_probs.gather(1, labels[:, None])[:, 0]
-        values = {"prob": picked.exp(), "loss": -picked, "correct": (logits.argmax(-1) == labels).float()}
-        for metric, value in values.items():
-            self.arrays[metric + suffix][idx, epoch - 1] = value.cpu().numpy()
+    def _record(self, idx: np.ndarray, epoch: int, stats: dict[str, torch.Tensor], suffix: str) -> None:
+        for metric in METRICS:
+            self.arrays[metric + suffix][idx, epoch - 1] = stats[metric].float().cpu().numpy()
 
     def save(self, path: Path) -> None:
         """Write everything needed to continue after ``self.epoch``, atomically, as one file."""
@@ -537,9 +533,7 @@ def fit(
             ):
                 idx = order[start : start + config.batch_size]
                 batch = model.to_device(model.collate(train, idx))
-                losses = F.cross_entropy(
-                    model.forward_logits(module, batch).float(), batch["labels"], reduction="none"
-                )
+                losses = model.per_example_loss(module, batch)
                 loss = losses.mean() if w is None else (losses * w[idx].to(losses)).mean()
                 loss.backward()
                 loop.optimizer.step()

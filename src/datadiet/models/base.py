@@ -91,6 +91,24 @@ class ReferenceModel(ABC):
         with inference_mode(self.module):
             return self.forward_logits(self.module, self.to_device(batch))
 
+    normalize_gradients: bool = False
+    """L2-normalise each example's projected gradient (generation: gradient norms fall with length)."""
+
+    def example_stats(
+        self, module: torch.nn.Module, batch: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """What the dynamics recorder keeps per example, each of shape (batch,).
+
+        ``loss`` (differentiable), ``prob`` (probability of the correct class or option; generation
+        backends give the inverse perplexity) and ``correct`` (0/1). This default reads class logits.
+        """
+        if "labels" not in batch:
+            raise ValueError("The batch has no 'labels' (an unlabeled split); statistics need labels.")
+        logits = self.forward_logits(module, batch).float()
+        picked = torch.log_softmax(logits, dim=-1).gather(1, batch["labels"][:, None])[:, 0]
+        correct = (logits.argmax(-1) == batch["labels"]).float()
+        return {"loss": -picked, "prob": picked.exp(), "correct": correct}
+
     def per_example_loss(self, module: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy of every example, shape (batch,), differentiable w.r.t. ``module``'s parameters.
 
