@@ -72,7 +72,9 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA settings (mode: lora)."""
     max_length: int = 128
-    """Tokens per example."""
+    """Tokens per example (generation: prompt + target; the prompt is truncated first)."""
+    max_new_tokens: int = 48
+    """Generation: tokens generated per example at evaluation (greedy decoding)."""
 
 
 @dataclass
@@ -215,10 +217,12 @@ class StudyConfig:
     """Evaluate on a seeded stratified slice of this many test examples (None: all)."""
     ood: OodConfig | None = None
     """Optional out-of-distribution evaluation set."""
-    metrics: list[Literal["accuracy", "macro_f1"]] = field(default_factory=lambda: ["accuracy", "macro_f1"])
-    """Metrics computed on every evaluation."""
-    primary_metric: Literal["accuracy", "macro_f1"] = "macro_f1"
-    """Metric of the report's table and significance flags."""
+    metrics: list[Literal["accuracy", "macro_f1", "rouge1", "rouge2", "rougeL"]] | None = None
+    """Metrics of every evaluation; None: accuracy and macro_f1 (classification, multiple choice) or
+    rouge1, rouge2 and rougeL (generation)."""
+    primary_metric: Literal["accuracy", "macro_f1", "rouge1", "rouge2", "rougeL"] | None = None
+    """Metric of the report's table and significance flags; None: macro_f1, accuracy (multiple choice) or
+    rougeL (generation)."""
 
 
 def load_config(path: str | Path, cls: type[T]) -> T:

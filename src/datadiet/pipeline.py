@@ -110,24 +110,45 @@ def _weights_fingerprint(path: str) -> str:
 
 
 def build_model(stage: Stage) -> Any:
-    """A fresh (untrained, seeded) reference model for the configured mode."""
-    cfg = stage.cfg
-    n_labels = stage.train.n_classes
+    """A fresh (untrained, seeded) reference model for the dataset's task and the configured mode."""
+    cfg, task = stage.cfg, stage.train.task
     if cfg.model.mode == "frozen":
+        if task != "classification":
+            raise ValueError(
+                f"model.mode 'frozen' serves classification only; a {task} task needs lora or full."
+            )
         from datadiet.models.frozen import FrozenHead
 
         tables = {stage.train.fingerprint(): embeddings(stage, stage.train)}
         if stage.val is not None:
             tables[stage.val.fingerprint()] = embeddings(stage, stage.val)
-        return FrozenHead(tables, n_labels, head=cfg.model.head, seed=cfg.training.seed)
-    from datadiet.models.encoder import EncoderClassifier, LoraSettings
+        return FrozenHead(tables, stage.train.n_classes, head=cfg.model.head, seed=cfg.training.seed)
+    from datadiet.models.encoder import LoraSettings
 
-    lora = None
-    if cfg.model.mode == "lora":
-        lora = LoraSettings(r=cfg.model.lora.r, alpha=cfg.model.lora.alpha, dropout=cfg.model.lora.dropout)
+    m, seed = cfg.model, cfg.training.seed
+    lora = LoraSettings(r=m.lora.r, alpha=m.lora.alpha, dropout=m.lora.dropout) if m.mode == "lora" else None
+    if task == "generation":
+        from datadiet.models.causal_lm import CausalLM
+
+        return CausalLM(
+            lm_path(cfg), lora=lora, max_length=m.max_length, max_new_tokens=m.max_new_tokens, seed=seed
+        )
+    if task == "multiple_choice":
+        from datadiet.models.multiple_choice import EncoderMultipleChoice
+
+        return EncoderMultipleChoice(encoder_path(cfg), lora=lora, max_length=m.max_length, seed=seed)
+    from datadiet.models.encoder import EncoderClassifier
+
     return EncoderClassifier(
-        encoder_path(cfg), n_labels, lora=lora, max_length=cfg.model.max_length, seed=cfg.training.seed
+        encoder_path(cfg), stage.train.n_classes, lora=lora, max_length=m.max_length, seed=seed
     )
+
+
+def lm_path(cfg: ReferenceConfig) -> str:
+    """The causal LM: the packaged SmolLM2-135M-Instruct (converted once from GGUF) or a local folder."""
+    from datadiet.models.causal_lm import embedded_lm_path
+
+    return str(embedded_lm_path()) if cfg.model.path == "embedded" else cfg.model.path
 
 
 def train_config(cfg: ReferenceConfig) -> Any:
@@ -192,7 +213,8 @@ def run_represent(cfg: ReferenceConfig) -> dict[str, dict[str, Any]]:
     kinds = cfg.represent.kinds
     if "dynamics" in kinds:
         index.update(_represent_dynamics(stage, run_id))
-        index.update(_represent_class_probs(stage, run, run_id))
+        if stage.train.task != "generation":  # class (option) probabilities need class logits
+            index.update(_represent_class_probs(stage, run, run_id))
     if "hidden" in kinds:
         index.update(_represent_hidden(stage, run, run_id))
     if "gradients" in kinds:
@@ -363,6 +385,7 @@ def _extract_resumably(
                     dim=g.dim,
                     seed=g.seed,
                     adam_state=adam_state if adam else None,
+                    normalize=model.normalize_gradients,
                     progress=False,
                 )
                 writer.write(start, values)

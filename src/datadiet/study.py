@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,7 @@ class StudyRunner:
         self.run_id = run_fingerprint(self.stage.run_dir)
         self.train = self.stage.train
         self.evals = self._eval_sets()
+        self.metrics, self.primary_metric = task_metrics(self.cfg, self.train.task)
 
     def _costs(self, reference_seconds: float, represent_seconds: float) -> dict[str, float]:
         """Seconds spent on the reference run and representations (the first, uncached run's, if larger)."""
@@ -121,6 +123,8 @@ class StudyRunner:
             ood = load_dataset(self.cfg.ood.source, label_names=list(self.train.label_names))
             evals["ood"] = ood[self.cfg.ood.split]
         for name, ds in evals.items():
+            if ds.task != self.train.task:
+                raise ValueError(f"the {name} split is a {ds.task} task but training is {self.train.task}.")
             if ds.label_names != self.train.label_names:
                 raise ValueError(f"the {name} split's label names {ds.label_names} differ from training's.")
         return evals
@@ -149,7 +153,7 @@ class StudyRunner:
             run=self.run_id,
             train=self.train.fingerprint(),
             evals=evals,
-            metrics=self.cfg.metrics,
+            metrics=self.metrics,
         )
 
     def done(self, cell: Cell) -> bool:
@@ -232,12 +236,17 @@ class StudyRunner:
         )
 
     def _evaluate(self, model: Any) -> dict[str, dict[str, float]]:
+        """Every metric on every evaluation split: labels for classification and multiple choice, ROUGE of
+        greedy generations for generation."""
         from datadiet.training import predict
 
-        n = self.train.n_classes
-        return {
-            name: score(ds.labels, predict(model, ds), self.cfg.metrics, n) for name, ds in self.evals.items()
-        }
+        out = {}
+        for name, ds in self.evals.items():
+            if ds.task == "generation":
+                out[name] = generation_scores(ds.targets, model.generate(ds), self.metrics)
+            else:
+                out[name] = score(ds.labels, predict(model, ds), self.metrics, n_outputs(ds))
+        return out
 
     def _row_base(self, cell: Cell, k: int, select_s: float, train_s: float, idx: np.ndarray) -> dict:
         spec = cell.spec
@@ -266,12 +275,54 @@ def _main_reference(cfg: Any, seed: int, head: str | None) -> Any:
 
 
 # --- results ------------------------------------------------------------------------------------------
+def task_metrics(cfg: StudyConfig, task: str) -> tuple[list[str], str]:
+    """The study's metrics and primary metric, defaulting by task."""
+    generation = task == "generation"
+    metrics = cfg.metrics or (["rouge1", "rouge2", "rougeL"] if generation else ["accuracy", "macro_f1"])
+    primary = cfg.primary_metric or {"generation": "rougeL", "multiple_choice": "accuracy"}.get(
+        task, "macro_f1"
+    )
+    rouge = {"rouge1", "rouge2", "rougeL"}
+    if generation != bool(set(metrics) & rouge) or (generation and not set(metrics) <= rouge):
+        raise ValueError(
+            f"metrics {metrics} do not fit a {task} task; use rouge* for generation, else accuracy/macro_f1."
+        )
+    if primary not in metrics:
+        raise ValueError(f"primary_metric {primary!r} is not among the metrics {metrics}.")
+    return metrics, primary
+
+
+def n_outputs(ds: Dataset) -> int:
+    """Number of classes (classification) or options (multiple choice)."""
+    return ds.n_classes if ds.task == "classification" else max(len(c) for c in ds.choices)
+
+
+def generation_scores(references: list[str], predictions: list[str], metrics: list[str]) -> dict[str, float]:
+    from datadiet.metrics_rouge import rouge_scores
+
+    values = rouge_scores(references, predictions)
+    return {name: values[name] for name in metrics}
+
+
+def lead_sentence(text: str) -> str:
+    """The first sentence (or line) of ``text``: the LEAD-1 summary."""
+    first = text.strip().split("\n", 1)[0]
+    match = re.search(r"(.+?[.!?])(\s|$)", first)
+    return match.group(1) if match else first
+
+
+def dummy_for(train: Dataset, ds: Dataset, metrics: list[str]) -> dict[str, float]:
+    """The dummy baseline: majority-or-random for labels, LEAD-1 (the first input sentence) for generation."""
+    if ds.task == "generation":
+        return generation_scores(ds.targets, [lead_sentence(t) for t in ds.texts], metrics)
+    return dummy_scores(train.labels, ds.labels, metrics, n_outputs(ds), seed=0)
+
+
 def assemble(runner: StudyRunner, cells: list[Cell]) -> pd.DataFrame:
     """All finished cells plus the dummy baseline, as one long table."""
     rows = [row for cell in cells for row in _finished(runner, cell)["rows"]]
-    n = runner.train.n_classes
     for split, ds in runner.evals.items():
-        values = dummy_scores(runner.train.labels, ds.labels, runner.cfg.metrics, n, seed=0)
+        values = dummy_for(runner.train, ds, runner.metrics)
         for metric, value in values.items():
             rows.append(
                 {
@@ -331,8 +382,8 @@ def write_study_json(runner: StudyRunner, results: pd.DataFrame) -> None:
             "n_train": len(runner.train),
             "budgets": cfg.budgets,
             "seeds": cfg.seeds,
-            "metrics": cfg.metrics,
-            "primary_metric": cfg.primary_metric,
+            "metrics": runner.metrics,
+            "primary_metric": runner.primary_metric,
             "costs": {
                 **runner.costs,
                 "full_train_seconds": float(full.groupby("seed").train_seconds.first().mean()),
@@ -352,7 +403,7 @@ def write_study_json(runner: StudyRunner, results: pd.DataFrame) -> None:
                 for s in [RANDOM, *cfg.selections]
             ],
             "paths": {
-                "labels": "labels.train.npy",
+                "labels": "labels.train.npy" if (out / "labels.train.npy").is_file() else None,
                 "flipped": flipped,
                 "confidence": None if confidence is None else str(Path(confidence).resolve()),
             },

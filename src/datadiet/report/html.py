@@ -88,7 +88,9 @@ def load_study(study_dir: str | os.PathLike[str]) -> Study:
         )
     results = _read_results(directory)
     paths = meta.get("paths") or {}
-    labels = load_array(directory / paths.get("labels", "labels.train.npy"), name="labels")
+    labels = _optional_array(directory, paths.get("labels", "labels.train.npy"), "labels")
+    if labels is None:  # generation: no labels, so no label-distribution section
+        labels = np.full(int(meta["n_train"]), -1, dtype=np.int64)
     if len(labels) != int(meta["n_train"]):
         raise ValueError(f"labels has {len(labels)} entries but study.json says n_train={meta['n_train']}.")
     flipped = _optional_array(directory, paths.get("flipped"), "flipped")
@@ -184,6 +186,8 @@ def _class_names(study: Study) -> tuple[list[object], list[str]]:
 
 
 def _label_figure(study: Study) -> tuple[Any, str] | None:
+    if (study.labels < 0).all():  # no labels (generation)
+        return None
     classes, display = _class_names(study)
     distributions = {}
     for name in study.order:
