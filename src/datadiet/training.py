@@ -423,12 +423,14 @@ def _check_inputs(model: ReferenceModel, train: Dataset, config: TrainConfig) ->
         raise TypeError(f"model must be a ReferenceModel. Got {type(model).__name__} instead.")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig. Got {type(config).__name__} instead.")
-    if not isinstance(train, Dataset) or train.labels is None or train.task != "classification":
-        raise ValueError("train must be a labeled classification Dataset.")
+    if not isinstance(train, Dataset):
+        raise TypeError(f"train must be a Dataset. Got {type(train).__name__} instead.")
+    if train.task != "generation" and train.labels is None:
+        raise ValueError(f"train must be labeled for a {train.task} task (generation trains on targets).")
     if not model.trainable_parameters():
         raise ValueError("model has no trainable parameters (requires_grad); nothing to train.")
     n_labels = model.describe().get("n_labels")
-    if n_labels is not None and int(train.labels.max()) >= n_labels:
+    if n_labels is not None and train.labels is not None and int(train.labels.max()) >= n_labels:
         raise ValueError(
             f"train has label {int(train.labels.max())} but the model has n_labels={n_labels}; build the "
             f"model with num_labels={train.n_classes}."

@@ -21,7 +21,7 @@ def make_tiny_bert(path: Path) -> Path:
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(str(path))
+    BertTokenizerFast(vocab=str(path / "vocab.txt")).save_pretrained(str(path))
     config = BertConfig(
         vocab_size=len(VOCAB),
         hidden_size=32,

@@ -222,8 +222,10 @@ def _check_task_columns(ds: Dataset, n: int) -> None:
     else:
         if ds.choices is None or len(ds.choices) != n:
             raise DatasetError("a multiple-choice dataset needs a list of options per example.")
-        high = min(len(c) for c in ds.choices)
-    if ((ds.labels < 0) | (ds.labels >= high)).any():
+        high = np.array([len(c) for c in ds.choices])  # each example's own number of options
+    bad = np.flatnonzero((ds.labels < 0) | (ds.labels >= high))
+    if len(bad):
         raise DatasetError(
-            f"labels must be in [0, {high}); got values in [{ds.labels.min()}, {ds.labels.max()}]."
+            f"{len(bad)} labels are out of range (first ids: {ds.ids[bad[:5]].tolist()}); a label indexes a "
+            "class (classification) or that example's own options (multiple choice)."
         )
