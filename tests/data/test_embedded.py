@@ -182,5 +182,5 @@ def test_bad_val_fraction_is_refused(bad):
         reuters_r8(val_fraction=bad)
 
 
-def test_registry_lists_the_three_datasets():
-    assert list(EMBEDDED) == ["reuters_r8", "newsgroups20", "rotten_tomatoes"]
+def test_registry_lists_the_embedded_datasets():
+    assert list(EMBEDDED) == ["reuters_r8", "newsgroups20", "rotten_tomatoes", "winogrande", "xsum"]

@@ -122,6 +122,9 @@ EMBEDDED: dict[str, Callable[..., dict[str, Dataset]]] = {
     "reuters_r8": reuters_r8,
     "newsgroups20": newsgroups20,
     "rotten_tomatoes": rotten_tomatoes,
+    # BIG-bench sets (datadiet.data.bigbench), imported on use: `python -m datadiet.data.bigbench` stays clean
+    "winogrande": lambda **options: importlib.import_module("datadiet.data.bigbench").winogrande(**options),
+    "xsum": lambda **options: importlib.import_module("datadiet.data.bigbench").xsum(**options),
 }
 
 
