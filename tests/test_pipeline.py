@@ -22,7 +22,7 @@ BASE = {
     "dataset": {"source": "reuters_r8", "slice": 120, "val_slice": 24},
     "model": {"mode": "frozen", "head": "mlp", "max_length": 64},
     "training": {"epochs": 3, "eval_batch_size": 8, "checkpoint_epochs": [1, 3]},
-    "represent": {"gradients": {"dim": 256}},
+    "represent": {"gradients": {"dim": 256, "batch_size": 8}},
 }
 
 

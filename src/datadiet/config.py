@@ -12,9 +12,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
+
+if TYPE_CHECKING:
+    from datadiet.data.dataset import Dataset
 
 T = TypeVar("T")
 
@@ -26,7 +29,11 @@ class ConfigError(ValueError):
 @dataclass
 class DatasetConfig:
     source: str = "reuters_r8"
-    """Embedded dataset name (reuters_r8, newsgroups20, rotten_tomatoes) or a jsonl/csv/parquet/HF path."""
+    """Embedded dataset name (reuters_r8, newsgroups20, rotten_tomatoes, winogrande, xsum) or a
+    jsonl/csv/parquet/HF path."""
+    task: Literal["classification", "multiple_choice", "generation"] = "classification"
+    """Task of a file source (embedded datasets carry their own): generation reads ``text`` -> ``target``,
+    multiple choice reads ``text``, ``choices`` and the correct option's index in ``label``."""
     train_split: str = "train"
     """Split used to train the reference model and to select from."""
     val_split: str | None = "validation"
@@ -45,10 +52,26 @@ class DatasetConfig:
     """Label column (file sources)."""
     id: str | None = None
     """Id column (file sources); None numbers the rows."""
+    choices: str = "choices"
+    """Options column (file sources, multiple choice)."""
+    target: str = "target"
+    """Target text column (file sources, generation)."""
     label_noise: float = 0.0
     """Flip this fraction of the training labels (seeded, recorded) to study robustness."""
     noise_seed: int = 0
     """Seed of the label flips."""
+
+    def load(self, **overrides: Any) -> dict[str, Dataset]:
+        """Every split of ``source`` with these column settings (``overrides`` go to ``load_dataset``)."""
+        from datadiet.data.loaders import load_dataset
+
+        columns = {"choices": self.choices} if self.task == "multiple_choice" else {}
+        if self.task == "generation":
+            columns = {"target": self.target}
+        return load_dataset(
+            self.source, text=self.text, text_pair=self.text_pair, label=self.label, id=self.id,
+            task=self.task, **columns, **overrides,
+        )  # fmt: skip
 
 
 @dataclass
@@ -84,7 +107,7 @@ class TrainingConfig:
     batch_size: int = 16
     """Training batch size."""
     eval_batch_size: int = 64
-    """Batch size of the per-epoch evaluation pass and of extraction."""
+    """Batch size of the per-epoch evaluation pass and of hidden-state extraction."""
     lr: float | None = None
     """Peak learning rate; None: 1e-2 for the frozen head, 5e-5 for fine-tuning."""
     weight_decay: float = 0.01
@@ -109,6 +132,9 @@ class GradientConfig:
     """Adam-precondition training gradients with each checkpoint's optimizer state (LESS)."""
     target: Literal["auto", "lora", "classifier", "linear"] = "auto"
     """Which Linear layers' gradients represent an example; auto: what the model trains."""
+    batch_size: int | None = None
+    """Examples per extraction pass. It runs a backward pass, so its memory is about a training step's
+    (SmolLM2 at 192 tokens: ~0.7 GB per example); None: training.batch_size."""
 
 
 @dataclass

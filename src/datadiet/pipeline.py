@@ -48,11 +48,10 @@ class Stage:
 
 def prepare(cfg: ReferenceConfig) -> Stage:
     """Load and slice the datasets, open the store."""
-    from datadiet.data.loaders import load_dataset
     from datadiet.data.slicing import stratified_slice
 
     d = cfg.dataset
-    splits = load_dataset(d.source, text=d.text, text_pair=d.text_pair, label=d.label, id=d.id)
+    splits = d.load()
     train = _split(splits, d.train_split, d.source)
     train = stratified_slice(train, d.slice, seed=d.seed) if d.slice and d.slice < len(train) else train
     val = None
@@ -366,7 +365,8 @@ def _extract_resumably(
     """
     from datadiet.representations.gradients import per_sample_gradients
 
-    g, batch_size = stage.cfg.represent.gradients, stage.cfg.training.eval_batch_size
+    g = stage.cfg.represent.gradients
+    batch_size = g.batch_size or stage.cfg.training.batch_size
     shape = (len(ds), g.dim)
     ids = ds.ids.astype(str)
     with stage.store.writer(key, shape, np.float32, ids, provenance=provenance, kind="gradients",

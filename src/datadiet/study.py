@@ -111,7 +111,7 @@ class StudyRunner:
         from datadiet.data.loaders import load_dataset
 
         d = self.ref_cfg.dataset
-        splits = load_dataset(d.source, text=d.text, text_pair=d.text_pair, label=d.label, id=d.id)
+        splits = d.load()
         if self.cfg.test_split not in splits:
             raise ValueError(f"{d.source} has no split {self.cfg.test_split!r}. Available: {sorted(splits)}.")
         evals = {"test": splits[self.cfg.test_split]}

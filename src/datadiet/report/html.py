@@ -325,7 +325,7 @@ SECTIONS = {  # figure key -> (heading, caption)
         "How to read it: each coloured line is one selection method, the mean of the metric over seeds at "
         "each budget, with a band of ± one standard deviation. The dark dashed line is uniform random "
         "selection at the same budget: the baseline a method has to beat. The solid black line is training "
-        "on all the data, the dotted one the majority-class dummy.",
+        "on all the data, the dotted one the {dummy}.",
     ),
     "overlap": (
         "Overlap between selections",
@@ -387,7 +387,8 @@ def _render_page(study: Study, images: dict[str, bytes], notes: dict[str, str]) 
     parts = [_section("Study", _config_html(study), anchor="config")]
     for split in _splits(study):
         key = _figure_key("performance", split)
-        body = _img(key, images, f"performance on {split}") + _caption(SECTIONS["performance"][1])
+        caption = SECTIONS["performance"][1].format(dummy=dummy_name(study.meta.get("task", "")))
+        body = _img(key, images, f"performance on {split}") + _caption(caption)
         body += _table_html(study, split)
         parts.append(_section(f"Performance on {split}", body, anchor=key))
     for key, (title, caption) in SECTIONS.items():
@@ -483,6 +484,17 @@ def _cell_text(row: pd.Series) -> str:
     return f'{_esc(text)}<br><span class="diff">Δ {_signed(row["mean_diff"])}{interval}</span>'
 
 
+DUMMIES = {
+    "generation": "LEAD-1 dummy (the first sentence of the input)",
+    "multiple_choice": "dummy (the better of always the most common answer position and a random one)",
+}
+
+
+def dummy_name(task: str) -> str:
+    """What the study's dummy baseline predicts, for the given task."""
+    return DUMMIES.get(task, "majority-class dummy")
+
+
 def _signed(value: float) -> str:
     """``value`` with 3 decimals and a sign, never ``-0.000``."""
     return f"{round(float(value), 3) + 0.0:+.3f}"
@@ -491,7 +503,8 @@ def _signed(value: float) -> str:
 def _reference_line(study: Study, metric: str, split: str) -> str:
     rows = study.results[(study.results["metric"] == metric) & (study.results["split"] == split)]
     parts = []
-    for name, label in (("full", "all training data"), ("dummy", "majority-class dummy")):
+    dummy = dummy_name(study.meta.get("task", ""))
+    for name, label in (("full", "all training data"), ("dummy", dummy)):
         values = rows.loc[rows["selection"] == name, "value"]
         if len(values):
             spread = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
