@@ -42,6 +42,23 @@ def test_collate_truncates_to_max_length(bert_dir):
     assert batch["input_ids"].shape[1] <= 5
 
 
+def test_a_huge_text_is_clipped_before_tokenizing_with_the_same_tokens(bert_dir):
+    model = EncoderClassifier(bert_dir, 2, max_length=16)
+    words = "the movie was really good and the plot " * 2**18  # 10 MB
+
+    def two_rows(first: str) -> Dataset:
+        return Dataset(
+            ids=np.array(["a", "b"]), texts=[first, "bad"], labels=np.array([1, 0]), label_names=("n", "p")
+        )
+
+    got, expected = (
+        model.collate(two_rows(words), np.arange(2)),
+        model.collate(two_rows(words[:500]), np.arange(2)),
+    )
+    assert torch.equal(got["input_ids"], expected["input_ids"])
+    assert got["input_ids"].shape[1] == 16
+
+
 def test_pooled_hidden_is_the_bert_pooler_output(bert_dir):
     model = EncoderClassifier(bert_dir, 2)
     batch = model.collate(toy_dataset(6), np.arange(6))

@@ -40,6 +40,8 @@ from datadiet.models.base import (
     ReferenceModel,
     check_indices,
     check_number,
+    clip_text,
+    clip_texts,
     inference_mode,
     seeded_torch,
 )
@@ -267,6 +269,7 @@ class CausalLM(ReferenceModel):
 
     def _prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of the formatted prompts (chat template, else BOS + ``prompt + "\\n"``)."""
+        prompts = [clip_text(p, self.max_length, keep="end") for p in prompts]  # only its end is kept
         if self.uses_chat_template:
             texts = [
                 self.tokenizer.apply_chat_template(
@@ -282,7 +285,9 @@ class CausalLM(ReferenceModel):
     def _target_ids(self, targets: Sequence[str]) -> list[list[int]]:
         """Token ids of the targets, each followed by EOS."""
         eos = [self.tokenizer.eos_token_id]
-        return [row + eos for row in self.tokenizer(list(targets), add_special_tokens=False)["input_ids"]]
+        texts = clip_texts(list(targets), self.max_length)
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [row + eos for row in ids]
 
 
 def fit_lengths(n_prompt: int, n_target: int, max_length: int) -> tuple[int, int]:

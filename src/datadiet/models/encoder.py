@@ -27,6 +27,7 @@ from datadiet.models.base import (
     add_labels,
     check_indices,
     check_number,
+    clip_texts,
     seeded_torch,
 )
 
@@ -137,8 +138,9 @@ class EncoderClassifier(ReferenceModel):
         texts = [ds.texts[i] for i in idx]
         pairs = None if ds.text_pairs is None else [ds.text_pairs[i] for i in idx]
         encoded = self.tokenizer(
-            texts, pairs, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-        )
+            clip_texts(texts, self.max_length), clip_texts(pairs, self.max_length),
+            truncation=True, max_length=self.max_length, padding=True, return_tensors="pt",
+        )  # fmt: skip
         batch = {key: encoded[key] for key in _MODEL_INPUTS if key in encoded}
         return add_labels(batch, ds, idx)
 

@@ -26,6 +26,7 @@ from datadiet.models.base import (
     add_labels,
     check_indices,
     check_number,
+    clip_texts,
     inference_mode,
     seeded_torch,
     text_lengths,
@@ -80,7 +81,8 @@ def encode_texts(
         idx = order[start : start + batch_size]
         pairs = None if ds.text_pairs is None else [ds.text_pairs[i] for i in idx]
         batch = tokenizer(
-            [ds.texts[i] for i in idx], pairs, truncation=True, max_length=max_length, padding=True,
+            clip_texts([ds.texts[i] for i in idx], max_length), clip_texts(pairs, max_length),
+            truncation=True, max_length=max_length, padding=True,
             return_tensors="pt",
         )  # fmt: skip
         with torch.inference_mode():

@@ -33,6 +33,7 @@ from datadiet.models.base import (
     add_labels,
     check_indices,
     check_number,
+    clip_texts,
     seeded_torch,
 )
 from datadiet.models.encoder import (
@@ -116,8 +117,9 @@ class EncoderMultipleChoice(ReferenceModel):
         contexts = [ds.texts[i] for i in idx for _ in range(n_options)]
         pairs = [text for row in options for text in _padded(row, n_options)]
         encoded = self.tokenizer(
-            contexts, pairs, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-        )
+            clip_texts(contexts, self.max_length), clip_texts(pairs, self.max_length),
+            truncation=True, max_length=self.max_length, padding=True, return_tensors="pt",
+        )  # fmt: skip
         batch = {
             key: encoded[key].reshape(len(idx), n_options, -1) for key in _MODEL_INPUTS if key in encoded
         }
