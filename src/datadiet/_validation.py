@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from datadiet._chunks import chunk_rows_for, iter_row_chunks
+
 
 def check_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     """Turn ``seed`` into a ``np.random.Generator`` once, at the top of a public entry point."""
@@ -26,9 +28,14 @@ def seed_of(seed: int | np.random.Generator | None) -> int | None:
 
 
 def as_finite_array(values: object, *, name: str, ndim: tuple[int, ...] | None = None) -> np.ndarray:
-    """Return ``values`` as a float array, refusing NaN/inf and unexpected dimensions."""
+    """Return ``values`` as a numeric array, refusing NaN/inf and unexpected dimensions.
+
+    A ``np.memmap`` is returned as is (never loaded whole) and checked in row chunks whose pages are
+    released after reading (:func:`datadiet._chunks.iter_row_chunks`), so validation holds at most one
+    chunk of the file resident and allocates no full-size temporary.
+    """
     try:
-        array = np.asarray(values)
+        array = values if isinstance(values, np.memmap) else np.asarray(values)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} must be a numeric array; could not convert it ({exc}).") from exc
     if array.dtype == bool:
@@ -45,17 +52,16 @@ def as_finite_array(values: object, *, name: str, ndim: tuple[int, ...] | None =
     return array
 
 
-def _check_finite(array: np.ndarray, name: str, chunk_bytes: int = 64 * 2**20) -> None:
+def _check_finite(array: np.ndarray, name: str, chunk_bytes: int | None = None) -> None:
     """Refuse NaN/inf, reading ``array`` in row chunks so a memmap is never loaded whole."""
-    row_bytes = max(1, array[0].nbytes)
-    step = max(1, chunk_bytes // row_bytes)
     bad_rows: list[int] = []
     n_bad = 0
-    for start in range(0, array.shape[0], step):
-        bad = ~np.isfinite(array[start : start + step])
-        if bad.any():
-            n_bad += int(bad.sum())
-            bad_rows.extend((start + np.unique(np.nonzero(bad)[0])).tolist())
+    for start, block in iter_row_chunks(array, chunk_rows_for(array, chunk_bytes=chunk_bytes)):
+        if np.isfinite(block).all():  # the common case: one chunk-sized temporary, freed at once
+            continue
+        bad = ~np.isfinite(block)
+        n_bad += int(bad.sum())
+        bad_rows.extend((start + np.unique(np.nonzero(bad)[0])).tolist()[:5])
     if n_bad:
         raise ValueError(
             f"{name} has {n_bad} NaN/inf values (first rows: {bad_rows[:5]}). "

@@ -18,7 +18,8 @@ class Representation:
     Parameters
     ----------
     values : ndarray of shape (n_examples, d), (n_examples, T) or (n_examples, n_checkpoints, d)
-        Features, trajectories over epochs, or per-checkpoint gradients.
+        Features, trajectories over epochs, or per-checkpoint gradients. A ``np.memmap`` is kept as is
+        (never copied into memory); selectors read it in row chunks.
     kind : {"dynamics", "hidden", "gradients", "features"}
         What the values are.
     ids : ndarray of shape (n_examples,), optional
@@ -42,7 +43,7 @@ class Representation:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"Unknown representation kind {self.kind!r}. Available: {list(KINDS)}.")
-        values = np.asarray(self.values)
+        values = _as_array(self.values)
         if values.ndim not in (1, 2, 3):
             raise ValueError(f"values must be 1-D, 2-D or 3-D. Got shape {values.shape} instead.")
         object.__setattr__(self, "values", values)
@@ -67,5 +68,10 @@ def as_representation(rep: Representation | np.ndarray, *, name: str = "rep") ->
     if isinstance(rep, Representation):
         return rep
     if isinstance(rep, np.ndarray) or hasattr(rep, "__array__") or isinstance(rep, list):
-        return Representation(np.asarray(rep), kind="features")
+        return Representation(_as_array(rep), kind="features")
     raise TypeError(f"{name} must be a Representation or a numpy array. Got {type(rep).__name__} instead.")
+
+
+def _as_array(values: object) -> np.ndarray:
+    """``values`` as an array; a ``np.memmap`` stays one (no copy, its pages stay on disk)."""
+    return values if isinstance(values, np.memmap) else np.asarray(values)

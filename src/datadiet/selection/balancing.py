@@ -6,7 +6,8 @@ exactly ``k`` and ``k_c <= n_c`` always holds.
 
 Score-based selectors score all examples once (clusters and validation relevance stay global, as in
 Du et al.'s per-label thresholds) and keep the top ``k_c`` within each class. Other selectors run
-inside each class on that class's rows, with an independent child generator per class.
+inside each class on that class's rows, with an independent child generator per class; those rows are
+gathered into memory one class at a time (for a memmap, one class must fit in RAM).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from datadiet._chunks import take_rows
 from datadiet.selection.base import BaseSelector, Delegating, ScoreSelector
 
 BALANCE_MODES: tuple[str, ...] = ("none", "stratified")
@@ -60,7 +62,7 @@ class Stratified(Delegating, BaseSelector):
         for rows, k_c, child in zip(members, budgets, rng.spawn(len(classes)), strict=True):
             if k_c > 0:
                 local, _, _ = self.base._select(
-                    values[rows], int(k_c), labels=labels[rows], val=val, rng=child
+                    take_rows(values, rows), int(k_c), labels=labels[rows], val=val, rng=child
                 )
                 picked.append(rows[local])
         return np.concatenate(picked), None, None

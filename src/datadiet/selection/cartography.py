@@ -10,13 +10,17 @@ example at each of T epochs (or logged passes). Following ``allenai/cartography`
   the highest variability.
 
 Ties go to the lower example index. Values outside [0, 1] are refused: they are not probabilities
-(logits or losses would silently invert the ranking).
+(logits or losses would silently invert the ranking). Rows are read in chunks (a memmap is never
+loaded whole).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from datadiet._chunks import chunk_rows_for, iter_row_chunks
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.registry import SELECTORS
 
@@ -34,19 +38,49 @@ def check_probabilities(values: np.ndarray, *, who: str) -> np.ndarray:
         Name used in the error message.
     """
     values = np.asarray(values, dtype=np.float64)
-    if values.size and (values.min() < 0 or values.max() > 1):
-        raise ValueError(
-            f"'{who}' reads probabilities in [0, 1]; got values in [{values.min():.4g}, {values.max():.4g}]. "
-            "Pass softmax probabilities, not logits or losses (for a loss trajectory pass exp(-loss))."
-        )
+    check_probability_range(values, who=who)
     return values
 
 
+def check_probability_range(values: np.ndarray, *, who: str) -> None:
+    """Refuse values outside [0, 1], reading ``values`` in row chunks (a memmap is never loaded whole)."""
+    if values.size == 0:
+        return
+    low, high = np.inf, -np.inf
+    for _, block in iter_row_chunks(values, chunk_rows_for(values)):
+        low, high = min(low, float(block.min())), max(high, float(block.max()))
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"'{who}' reads probabilities in [0, 1]; got values in [{low:.4g}, {high:.4g}]. "
+            "Pass softmax probabilities, not logits or losses (for a loss trajectory pass exp(-loss))."
+        )
+
+
 def _check_trajectory(p: np.ndarray, who: str) -> np.ndarray:
-    p = check_probabilities(p, who=who)
+    p = p if isinstance(p, np.ndarray) else np.asarray(p, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] == 0:
         raise ValueError(f"'{who}' reads {TRAJECTORY}. Got shape {p.shape} instead.")
+    check_probability_range(p, who=who)
     return p
+
+
+def row_reduce(values: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``reduce`` (a per-row float64 statistic) applied to float64 row chunks of ``values``.
+
+    Chunks hold at most ``CHUNK_BYTES`` of float64; the pages of a memmap are released after each.
+    """
+    out = np.empty(len(values))
+    for start, block in iter_row_chunks(values, chunk_rows_for(values, 8), dtype=np.float64):
+        out[start : start + len(block)] = reduce(block)
+    return out
+
+
+def _mean(block: np.ndarray) -> np.ndarray:
+    return block.mean(axis=1)
+
+
+def _std(block: np.ndarray) -> np.ndarray:
+    return block.std(axis=1, ddof=0)
 
 
 def confidence(p: np.ndarray) -> np.ndarray:
@@ -66,7 +100,7 @@ def confidence(p: np.ndarray) -> np.ndarray:
     >>> confidence([[0.2, 0.4], [1.0, 0.5]]).round(6).tolist()
     [0.3, 0.75]
     """
-    return _check_trajectory(p, "confidence").mean(axis=1)
+    return row_reduce(_check_trajectory(p, "confidence"), _mean)
 
 
 def variability(p: np.ndarray) -> np.ndarray:
@@ -86,7 +120,7 @@ def variability(p: np.ndarray) -> np.ndarray:
     >>> variability([[0.2, 0.4], [1.0, 1.0]]).round(6).tolist()
     [0.1, 0.0]
     """
-    return _check_trajectory(p, "variability").std(axis=1, ddof=0)
+    return row_reduce(_check_trajectory(p, "variability"), _std)
 
 
 @SELECTORS.register("hard_to_learn")
@@ -115,7 +149,7 @@ class HardToLearn(ScoreSelector):
         val: np.ndarray | None,
         rng: np.random.Generator,
     ) -> np.ndarray:
-        return 1.0 - _check_trajectory(values, self.name).mean(axis=1)
+        return 1.0 - row_reduce(_check_trajectory(values, self.name), _mean)
 
 
 @SELECTORS.register("ambiguous")
@@ -144,4 +178,4 @@ class Ambiguous(ScoreSelector):
         val: np.ndarray | None,
         rng: np.random.Generator,
     ) -> np.ndarray:
-        return _check_trajectory(values, self.name).std(axis=1, ddof=0)
+        return row_reduce(_check_trajectory(values, self.name), _std)

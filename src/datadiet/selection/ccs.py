@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from datadiet._chunks import chunk_rows_for, iter_row_chunks
 from datadiet.selection.base import BaseSelector, param_error
 from datadiet.selection.registry import SELECTORS
 
@@ -153,7 +154,7 @@ class CCS(BaseSelector):
         val: np.ndarray | None,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, None, None]:
-        scores = values.mean(axis=1) if values.ndim == 2 else np.asarray(values, dtype=np.float64)
+        scores = _row_means(values) if values.ndim == 2 else np.asarray(values, dtype=np.float64)
         kept = self._after_cutoff(scores, k)
         strata = assign_strata(scores[kept], int(self.n_strata))
         takes = _allocate(np.bincount(strata, minlength=int(self.n_strata)), k)
@@ -172,3 +173,11 @@ class CCS(BaseSelector):
         hardness = scores if self.hard_end == "high" else -scores
         hardest_first = np.lexsort((np.arange(n), -hardness))
         return np.sort(hardest_first[cut:])
+
+
+def _row_means(values: np.ndarray) -> np.ndarray:
+    """``values.mean(axis=1)`` in its usual dtype, computed in row chunks (a memmap is never loaded whole)."""
+    means = np.empty(len(values), dtype=np.zeros((1, 1), dtype=values.dtype).mean(axis=1).dtype)
+    for start, block in iter_row_chunks(values, chunk_rows_for(values)):
+        means[start : start + len(block)] = block.mean(axis=1)
+    return means

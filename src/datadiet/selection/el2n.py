@@ -6,15 +6,17 @@
 highest scores are kept (``subset='keep_max_scores'``); ties go to the lower example index.
 
 Input: class probabilities of shape (n_examples, K), or (n_examples, R, K) for R runs or epochs,
-plus integer labels in [0, K).
+plus integer labels in [0, K). Rows are read in chunks, so a memmap is never loaded whole (nor an
+(N, K) one-hot matrix built).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from datadiet._chunks import chunk_rows_for, iter_row_chunks
 from datadiet.selection.base import ScoreSelector
-from datadiet.selection.cartography import check_probabilities
+from datadiet.selection.cartography import check_probability_range
 from datadiet.selection.registry import SELECTORS
 
 PROBABILITIES = "an (n_examples, K) array of class probabilities, or (n_examples, R, K) over R runs or epochs"
@@ -39,9 +41,10 @@ def el2n_scores(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     >>> el2n_scores([[0.6, 0.4], [0.0, 1.0]], [0, 1]).round(4).tolist()
     [0.5657, 0.0]
     """
-    probs = check_probabilities(probs, who="el2n_scores")
+    probs = probs if isinstance(probs, np.ndarray) else np.asarray(probs, dtype=np.float64)
     if probs.ndim not in (2, 3) or 0 in probs.shape:
         raise ValueError(f"'el2n_scores' reads {PROBABILITIES}. Got shape {probs.shape} instead.")
+    check_probability_range(probs, who="el2n_scores")
     return _el2n(probs, _check_class_labels(labels, len(probs), probs.shape[-1], "el2n_scores"))
 
 
@@ -64,6 +67,14 @@ def _check_class_labels(labels: np.ndarray, n: int, n_classes: int, who: str) ->
 
 
 def _el2n(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """EL2N of validated probabilities, in float64 row chunks (a memmap is never loaded whole)."""
+    scores = np.empty(len(probs))
+    for start, block in iter_row_chunks(probs, chunk_rows_for(probs, 8), dtype=np.float64):
+        scores[start : start + len(block)] = _block_el2n(block, labels[start : start + len(block)])
+    return scores
+
+
+def _block_el2n(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     runs = probs if probs.ndim == 3 else probs[:, None, :]
     onehot = np.eye(runs.shape[-1])[labels]
     return np.linalg.norm(runs - onehot[:, None, :], axis=-1).mean(axis=1)
@@ -96,5 +107,5 @@ class EL2N(ScoreSelector):
         val: np.ndarray | None,
         rng: np.random.Generator,
     ) -> np.ndarray:
-        probs = check_probabilities(values, who=self.name)
-        return _el2n(probs, _check_class_labels(labels, len(probs), probs.shape[-1], self.name))
+        check_probability_range(values, who=self.name)
+        return _el2n(values, _check_class_labels(labels, len(values), values.shape[-1], self.name))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from datadiet._chunks import chunk_rows_for, iter_row_chunks
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.registry import SELECTORS
 
@@ -45,19 +46,33 @@ def forgetting_events(correct: np.ndarray) -> np.ndarray:
 
 
 def _check_correctness(correct: np.ndarray, who: str) -> np.ndarray:
-    correct = np.asarray(correct)
+    """``correct`` as an array (a memmap is kept), refusing other shapes and values other than 0/1."""
+    correct = correct if isinstance(correct, np.ndarray) else np.asarray(correct)
     if correct.ndim != 2 or 0 in correct.shape:
         raise ValueError(f"'{who}' reads {CORRECTNESS}. Got shape {correct.shape} instead.")
-    if not np.isin(correct, (0, 1)).all():
-        bad = np.unique(correct[~np.isin(correct, (0, 1))])[:5]
+    bad: np.ndarray | None = None
+    for _, block in iter_row_chunks(correct, chunk_rows_for(correct, 8)):  # isin's temporaries are 8-byte
+        other = ~np.isin(block, (0, 1))
+        if other.any():  # keep the 5 smallest offending values seen so far
+            found = np.unique(block[other])
+            bad = found[:5] if bad is None else np.unique(np.concatenate([bad, found]))[:5]
+    if bad is not None:
         raise ValueError(
             f"'{who}' reads 0/1 correctness; got other values (e.g. {bad.tolist()}). "
             "Pass (prediction == label) per epoch, not probabilities or losses."
         )
-    return correct.astype(bool)
+    return correct
 
 
 def _forgetting_events(correct: np.ndarray) -> np.ndarray:
+    """Forgetting counts of validated 0/1 rows, computed in row chunks (each chunk as bool)."""
+    counts = np.empty(len(correct), dtype=np.int64)
+    for start, block in iter_row_chunks(correct, chunk_rows_for(correct, 8), dtype=bool):
+        counts[start : start + len(block)] = _block_events(block)
+    return counts
+
+
+def _block_events(correct: np.ndarray) -> np.ndarray:
     counts = (correct[:, :-1] & ~correct[:, 1:]).sum(axis=1).astype(np.int64)
     counts[~correct.any(axis=1)] = correct.shape[1]
     return counts

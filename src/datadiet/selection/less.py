@@ -12,7 +12,8 @@ Following ``princeton-nlp/LESS`` (``less/data_selection/matching.py``), with gra
 Groups are given as one id per validation row (``val_groups``), so they need not be contiguous or of
 equal size (the reference's reshape needs both); the default is a single group. Because the mean is
 linear, ``score(z) = max_j sum_c w_c phi_c(z) . mean_{z' in j} psi_c(z')``: the N x V matrix is never
-built, and training rows are read in chunks. Ties go to the lower example index.
+built, and training (and validation) rows are read in chunks; a memmap's pages are released after each
+chunk. Ties go to the lower example index.
 
 Training gradients in LESS are Adam-preconditioned before projection (:func:`adam_precondition`);
 validation gradients stay plain SGD gradients.
@@ -25,6 +26,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+from datadiet._chunks import iter_row_chunks
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.registry import SELECTORS
 from datadiet.selection.self_influence import (
@@ -192,8 +194,8 @@ def _normalise(block: np.ndarray) -> np.ndarray:
 def _group_targets(val: np.ndarray, codes: np.ndarray, n_groups: int, rows: int) -> np.ndarray:
     """Mean normalised validation row per group, flattened: shape (n_groups, C * d)."""
     sums = np.zeros((n_groups, val.shape[1] * val.shape[2]))
-    for start in range(0, len(val), rows):
-        block = _normalise(np.asarray(val[start : start + rows], dtype=np.float64))
+    for start, raw in iter_row_chunks(val, rows, dtype=np.float64):
+        block = _normalise(raw)
         np.add.at(sums, codes[start : start + rows], block.reshape(len(block), -1))
     return sums / np.bincount(codes, minlength=n_groups)[:, None]
 
@@ -205,8 +207,8 @@ def _less(
     targets = _group_targets(val, *groups, rows).reshape(-1, n_checkpoints, dim)
     targets = (targets * (weights / weights.sum())[None, :, None]).reshape(len(targets), -1)
     scores = np.empty(len(train))
-    for start in range(0, len(train), rows):
-        block = _normalise(np.asarray(train[start : start + rows], dtype=np.float64))
+    for start, raw in iter_row_chunks(train, rows, dtype=np.float64):
+        block = _normalise(raw)
         scores[start : start + len(block)] = (block.reshape(len(block), -1) @ targets.T).max(axis=1)
     return scores
 

@@ -8,7 +8,8 @@ highest scores are kept, ties to the lower example index.
 
 The gradients must **not** be normalised beforehand: with unit rows every score is the same
 constant (the pitfall in Du et al., ACL 2025). Rows are read in chunks, so a memory-mapped
-(n_examples, C, d) array is never loaded whole.
+(n_examples, C, d) array is never loaded whole, and its pages are released after each chunk
+(:func:`datadiet._chunks.iter_row_chunks`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from datadiet._chunks import iter_row_chunks
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.registry import SELECTORS
 
@@ -114,8 +116,7 @@ def self_influence_scores(
 
 def _self_influence(grads: np.ndarray, weights: np.ndarray, rows: int) -> np.ndarray:
     scores = np.empty(len(grads))
-    for start in range(0, len(grads), rows):
-        block = np.asarray(grads[start : start + rows], dtype=np.float64)
+    for start, block in iter_row_chunks(grads, rows, dtype=np.float64):
         scores[start : start + len(block)] = np.einsum("bcd,bcd->bc", block, block) @ weights
     return scores
 

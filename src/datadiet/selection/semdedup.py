@@ -24,7 +24,8 @@ Follows facebookresearch/SemDeDup @6b41945 (``sort_clusters.rank_within_cluster`
 ``SemDeDupJob._process_shard``): the earlier member of a duplicate pair survives, so ``"hard"`` keeps the
 member farther from the centroid. Differences: the original has no budget, only an ``eps`` list; its
 ``"easy"`` reverses the hard order (ties then run higher index first) and ``"random"`` uses Python's
-``random.seed``; it builds the full ``n_c x n_c`` similarity matrix, here it is computed in row blocks; faiss
+``random.seed``; it builds the full ``n_c x n_c`` similarity matrix, here it is computed in row blocks, one
+cluster's rows gathered at a time (a memmap is never loaded whole); faiss
 k-means there (see :mod:`datadiet.selection.kmeans`). NeMo-Curator removes at ``M >= 1 - eps``, the original
 (and :func:`semdedup_eps`) at ``M > 1 - eps``.
 """
@@ -35,6 +36,7 @@ import numbers
 
 import numpy as np
 
+from datadiet._chunks import take_rows
 from datadiet._validation import as_finite_array, check_rng
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.kmeans import check_choice, check_n_clusters, kmeans, normalize_rows
@@ -141,13 +143,14 @@ def semdedup_scores(
     check_n_clusters("semdedup_scores", n_clusters)
     check_choice("semdedup_scores", "keep", keep, KEEPS)
     rng = check_rng(rng)
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
     result = kmeans(x, n_clusters, metric="cosine", rng=rng)
     scores = np.zeros(len(result.labels), dtype=result.distances.dtype)
     for members in result.members():
         if len(members) < 2:  # singletons keep M = 0; empty clusters have nothing to score
             continue
         order = cluster_order(result.distances[members], keep, rng)
-        scores[members] = duplicate_scores(normalize_rows(np.asarray(x)[members]), order)
+        scores[members] = duplicate_scores(normalize_rows(take_rows(x, members)), order)
     return scores
 
 
