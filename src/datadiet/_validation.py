@@ -69,8 +69,19 @@ def _check_finite(array: np.ndarray, name: str, chunk_bytes: int | None = None) 
         )
 
 
+def _label_kind(value: object) -> str:
+    """A label's type, numpy scalars counted as their Python type (np.int64 is an int)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return type(value).__name__
+
+
 def check_labels(labels: object, n: int) -> np.ndarray:
     """Return labels as a 1-D array of length ``n``."""
+    if isinstance(labels, (list, tuple)):  # np.asarray would turn [1, "1"] into the strings ["1", "1"]
+        kinds = {_label_kind(x) for x in labels}
+        if len(kinds) > 1:
+            raise TypeError(f"labels mix types {sorted(kinds)}; use one type (all int or all str).")
     array = np.asarray(labels)
     if array.ndim != 1:
         raise ValueError(f"labels must be 1-D with one label per example. Got shape {array.shape} instead.")

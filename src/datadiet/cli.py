@@ -24,13 +24,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _friendly_errors(func: F) -> F:
-    """Turn user errors into one line on stderr and exit code 2."""
+    """Turn user errors into one line on stderr and exit code 2.
+
+    User errors: bad values and types, missing or unreadable files and folders (any ``OSError``: not found,
+    permission denied, a folder where a file is expected), unknown keys, and a missing optional dependency
+    (whose message says what to install).
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
+        except (ValueError, TypeError, OSError, KeyError, ImportError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(code=2) from None

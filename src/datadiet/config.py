@@ -1,13 +1,15 @@
 """Typed configs read from YAML: dataclasses with a docstring per field, validated on load.
 
 ``load_config(path, ReferenceConfig)`` reads YAML with ``yaml.safe_load`` and builds the dataclass,
-refusing unknown keys (listing the valid ones) and wrong types with the path of the offending field,
-e.g. "model.lora.r must be an int. Got 'eight' instead."
+refusing unknown keys (listing the valid ones), wrong types and numbers out of range with the path of the
+offending field, e.g. "model.lora.r must be an int. Got 'eight' instead." or "training.batch_size must be
+an int in the range [1, inf). Got 0 instead." A field's range is its ``metadata=_range(...)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +28,11 @@ class ConfigError(ValueError):
     """A config file or dict is malformed."""
 
 
+def _range(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = True) -> dict:
+    """Field metadata: the value (each item, for a list; ``None`` passes) must lie in this range."""
+    return {"range": (low, high, low_open, high_open)}
+
+
 @dataclass
 class DatasetConfig:
     source: str = "reuters_r8"
@@ -38,11 +45,11 @@ class DatasetConfig:
     """Split used to train the reference model and to select from."""
     val_split: str | None = "validation"
     """Split whose gradients LESS matches against (None: no validation representations)."""
-    slice: int | None = None
+    slice: int | None = field(default=None, metadata=_range(1))
     """Keep a stratified, seeded slice of this many training examples (None: all)."""
-    val_slice: int | None = None
+    val_slice: int | None = field(default=None, metadata=_range(1))
     """Likewise for the validation split."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=_range(0))
     """Seed of the slicing."""
     text: str = "text"
     """Text column (file sources)."""
@@ -56,9 +63,9 @@ class DatasetConfig:
     """Options column (file sources, multiple choice)."""
     target: str = "target"
     """Target text column (file sources, generation)."""
-    label_noise: float = 0.0
+    label_noise: float = field(default=0.0, metadata=_range(0, 1))
     """Flip this fraction of the training labels (seeded, recorded) to study robustness."""
-    noise_seed: int = 0
+    noise_seed: int = field(default=0, metadata=_range(0))
     """Seed of the label flips."""
 
     def load(self, **overrides: Any) -> dict[str, Dataset]:
@@ -76,11 +83,11 @@ class DatasetConfig:
 
 @dataclass
 class LoraConfig:
-    r: int = 8
+    r: int = field(default=8, metadata=_range(1))
     """LoRA rank."""
-    alpha: int = 16
+    alpha: int = field(default=16, metadata=_range(1))
     """LoRA scaling alpha."""
-    dropout: float = 0.0
+    dropout: float = field(default=0.0, metadata=_range(0, 1))
     """LoRA dropout."""
 
 
@@ -94,29 +101,29 @@ class ModelConfig:
     """Head of the frozen path."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA settings (mode: lora)."""
-    max_length: int = 128
+    max_length: int = field(default=128, metadata=_range(2))
     """Tokens per example (generation: prompt + target; the prompt is truncated first)."""
-    max_new_tokens: int = 48
+    max_new_tokens: int = field(default=48, metadata=_range(1))
     """Generation: tokens generated per example at evaluation (greedy decoding)."""
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 5
+    epochs: int = field(default=5, metadata=_range(1))
     """Epochs of reference training (= trajectory length T)."""
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata=_range(1))
     """Training batch size."""
-    eval_batch_size: int = 64
+    eval_batch_size: int = field(default=64, metadata=_range(1))
     """Batch size of the per-epoch evaluation pass and of hidden-state extraction."""
-    lr: float | None = None
+    lr: float | None = field(default=None, metadata=_range(0, low_open=True))
     """Peak learning rate; None: 1e-2 for the frozen head, 5e-5 for fine-tuning."""
-    weight_decay: float = 0.01
+    weight_decay: float = field(default=0.01, metadata=_range(0))
     """AdamW weight decay."""
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = field(default=0.1, metadata=_range(0, 1, high_open=False))
     """Share of steps with linear warm-up."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=_range(0))
     """Seed of initialisation, shuffling and dropout."""
-    checkpoint_epochs: list[int] | None = None
+    checkpoint_epochs: list[int] | None = field(default=None, metadata=_range(1))
     """Epochs whose weights and Adam state are kept (None: the first min(5, epochs))."""
     record_in_training: bool = False
     """Also record the training-pass probabilities (cartography's logit source)."""
@@ -124,15 +131,15 @@ class TrainingConfig:
 
 @dataclass
 class GradientConfig:
-    dim: int = 1024
+    dim: int = field(default=1024, metadata=_range(1))
     """Projection dimension."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=_range(0))
     """Projection seed (the same projection for every checkpoint)."""
     adam: bool = True
     """Adam-precondition training gradients with each checkpoint's optimizer state (LESS)."""
     target: Literal["auto", "lora", "classifier", "linear"] = "auto"
     """Which Linear layers' gradients represent an example; auto: what the model trains."""
-    batch_size: int | None = None
+    batch_size: int | None = field(default=None, metadata=_range(1))
     """Examples per extraction pass. It runs a backward pass, so its memory is about a training step's
     (SmolLM2 at 192 tokens: ~0.7 GB per example); None: training.batch_size."""
 
@@ -182,7 +189,7 @@ class SelectionSpec:
     """The selector's own parameters."""
     balance: Literal["none", "stratified"] = "none"
     """Label balancing."""
-    calibrate: float | None = None
+    calibrate: float | None = field(default=None, metadata=_range(0, 1, high_open=False))
     """Share of the budget taken by the scores (score-based selectors); the rest is uniform random."""
     weighting: Literal["none", "unbiased"] = "none"
     """With calibrate: importance weights on the random part, used as training weights."""
@@ -201,17 +208,17 @@ class SelectionSpec:
 
 @dataclass
 class MainConfig:
-    epochs: int | None = None
+    epochs: int | None = field(default=None, metadata=_range(1))
     """Epochs of main-model training on each subset; None: 20 for the frozen head, 3 for fine-tuning."""
     head: Literal["linear", "mlp"] | None = None
     """Frozen path: the main model's head (None: the reference's)."""
-    batch_size: int = 32
+    batch_size: int = field(default=32, metadata=_range(1))
     """Batch size."""
-    lr: float | None = None
+    lr: float | None = field(default=None, metadata=_range(0, low_open=True))
     """Peak learning rate; None: 1e-2 for the frozen head, 5e-5 for fine-tuning."""
-    weight_decay: float = 0.01
+    weight_decay: float = field(default=0.01, metadata=_range(0))
     """AdamW weight decay."""
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = field(default=0.1, metadata=_range(0, 1, high_open=False))
     """Share of steps with linear warm-up."""
 
 
@@ -231,15 +238,18 @@ class StudyConfig:
     """Dataset, reference model, its training and the representations (its output is ignored)."""
     selections: list[SelectionSpec] = field(default_factory=list)
     """The selections to compare; random, full data and dummy are always added."""
-    budgets: list[float] = field(default_factory=lambda: [0.05, 0.15, 0.3, 0.5, 0.7])
+    budgets: list[float] = field(
+        default_factory=lambda: [0.05, 0.15, 0.3, 0.5, 0.7],
+        metadata=_range(0, 1, low_open=True, high_open=False),
+    )
     """Budget fractions."""
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=_range(0))
     """Seeds: each cell selects and trains with its seed."""
     main: MainConfig = field(default_factory=MainConfig)
     """Main-model training on each subset (same model kind as the reference)."""
     test_split: str = "test"
     """Split the main model is evaluated on."""
-    test_slice: int | None = None
+    test_slice: int | None = field(default=None, metadata=_range(1))
     """Evaluate on a seeded stratified slice of this many test examples (None: all)."""
     ood: OodConfig | None = None
     """Optional out-of-distribution evaluation set."""
@@ -272,10 +282,15 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"Unknown key(s) {unknown} in {where or 'the config'}. Valid: {names}.")
-    values = {
-        key: _coerce(hints[key], value, f"{where}.{key}" if where else key) for key, value in data.items()
-    }
-    return cls(**values)
+    values = {}
+    for item in dataclasses.fields(cls):
+        if item.name in data:
+            path = f"{where}.{item.name}" if where else item.name
+            values[item.name] = _coerce(hints[item.name], data[item.name], path)
+            _check_range(item, values[item.name], path)
+    config = cls(**values)
+    _check_fields_together(config, where)
+    return config
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -320,6 +335,33 @@ def _scalar(hint: Any, value: Any, where: str) -> Any:
     ):
         raise ConfigError(f"{where} must be {_article(hint)}. Got {value!r} instead.")
     return value
+
+
+def _check_range(item: dataclasses.Field, value: Any, where: str) -> None:
+    """Refuse a number outside the field's range (metadata set by :func:`_range`)."""
+    if "range" not in item.metadata or value is None:
+        return
+    low, high, low_open, high_open = item.metadata["range"]
+    for i, number in enumerate(value if isinstance(value, list) else [value]):
+        too_low = number <= low if low_open else number < low
+        too_high = number >= high if high_open else number > high
+        if too_low or too_high:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            at = f"{where}[{i}]" if isinstance(value, list) else where
+            kind = "an int" if isinstance(number, int) else "a number"
+            raise ConfigError(f"{at} must be {kind} in the range {interval}. Got {number!r} instead.")
+
+
+def _check_fields_together(config: Any, where: str) -> None:
+    """Checks that involve two fields of one section."""
+    if isinstance(config, TrainingConfig) and config.checkpoint_epochs is not None:
+        late = [e for e in config.checkpoint_epochs if e > config.epochs]
+        if late:
+            at = f"{where}.checkpoint_epochs" if where else "checkpoint_epochs"
+            raise ConfigError(
+                f"{at} must hold epochs in [1, epochs={config.epochs}]. Got {late} instead; "
+                "lower them or raise epochs."
+            )
 
 
 def _article(hint: type) -> str:

@@ -155,8 +155,8 @@ def encode_labels(raw: Sequence[Any], label_names: Sequence[str] | None = None) 
         raise DatasetError(
             f"{len(missing)} examples have no label (first rows: {missing[:5]}); label or drop them."
         )
-    kinds = {type(value).__name__ for value in raw}
-    if len(kinds) > 1 and not kinds <= {"int", "bool"}:
+    kinds = {_label_kind(value) for value in raw}
+    if len(kinds) > 1:  # [1, "1", 2.0] or [1, True] would silently give separate classes
         raise DatasetError(f"labels mix types {sorted(kinds)}; use one type (all int or all str).")
     as_text = [str(value) for value in raw]
     names = tuple(label_names) if label_names is not None else tuple(sorted(set(as_text), key=_natural_key))
@@ -165,6 +165,17 @@ def encode_labels(raw: Sequence[Any], label_names: Sequence[str] | None = None) 
     if unknown:
         raise DatasetError(f"labels {unknown[:5]} are not among the known label names {list(names)[:10]}.")
     return np.array([lookup[v] for v in as_text], dtype=np.int64), names
+
+
+def _label_kind(value: Any) -> str:
+    """The type of a label, with numpy scalars named as their Python counterparts."""
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, int | np.integer):
+        return "int"
+    if isinstance(value, float | np.floating):
+        return "float"
+    return "str" if isinstance(value, str) else type(value).__name__
 
 
 def _natural_key(text: str) -> tuple:
