@@ -10,10 +10,15 @@ import pytest
 import torch
 
 from datadiet.representations.projection import (
+    BLOCK_ROWS,
+    KINDS,
     FactorizedProjector,
     Projector,
+    cache_info,
+    clear_cache,
     factor_dims,
     random_block,
+    set_cache_limit,
     signed_injection,
     stable_seed,
 )
@@ -41,14 +46,18 @@ def test_projector_same_seed_gives_identical_matrix_and_other_seeds_or_names_dif
 
 def test_projector_matrix_does_not_depend_on_caching_and_spans_several_blocks():
     x = torch.randn(3, 2500, generator=torch.Generator().manual_seed(0))
+    clear_cache()
     cached = Projector(2500, 32, seed=0, name="big")
     streamed = Projector(2500, 32, seed=0, name="big", max_cache_bytes=0)
     torch.testing.assert_close(cached(x), streamed(x))
     torch.testing.assert_close(cached(x), x @ streamed.matrix())
-    assert streamed._cache == {}
+    assert streamed.cached_rows == 0 and cache_info()["entries"] == 1
+    partial = Projector(2500, 32, seed=0, name="big", max_cache_bytes=4 * 32 * 1500)
+    assert partial.cached_rows == BLOCK_ROWS
+    torch.testing.assert_close(partial(x), cached(x))
 
 
-@pytest.mark.parametrize("kind", ["rademacher", "normal", "sparse"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_projector_entries_have_variance_one_over_k(kind):
     matrix = Projector(2000, 64, seed=0, kind=kind).matrix()
     assert matrix.mean().abs() < 0.005
@@ -57,6 +66,11 @@ def test_projector_entries_have_variance_one_over_k(kind):
         assert torch.all(matrix.abs() == 64**-0.5)
     if kind == "sparse":
         assert (matrix == 0).float().mean().item() == pytest.approx(2 / 3, abs=0.01)
+    if kind == "very_sparse":
+        assert (matrix != 0).float().mean().item() == pytest.approx(2000**-0.5, rel=0.03)
+        torch.testing.assert_close(
+            matrix[matrix != 0].abs(), torch.full_like(matrix[matrix != 0], (2000**0.5 / 64) ** 0.5)
+        )
 
 
 def test_projector_preserves_squared_norms_in_expectation_with_jl_spread():
@@ -170,3 +184,58 @@ def test_factorized_projection_requires_bias_gradient_when_layer_has_bias():
     proj = FactorizedProjector(4, 3, dim=16, bias=True, name="fc")
     with pytest.raises(ValueError, match="has a bias: pass bias_grad"):
         proj.project_gradient(torch.zeros(1, 4, 3))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_keeps_pairwise_inner_products_and_norms_within_jl_bounds(kind):
+    """JL on random data: inner products of unit vectors within eps, squared norms with spread sqrt(2/k)."""
+    rng = np.random.default_rng(2)
+    x = torch.as_tensor(rng.normal(size=(60, 5000)), dtype=torch.float32)
+    x = x / x.norm(dim=1, keepdim=True)
+    px = Projector(5000, 512, seed=3, name=kind, kind=kind)(x)
+    inner = (px @ px.T - x @ x.T).fill_diagonal_(0).abs().max().item()
+    assert inner < 4 * np.sqrt(2 * np.log(60**2) / 512)
+    ratios = px.pow(2).sum(1).numpy()
+    assert ratios.mean() == pytest.approx(1.0, abs=4 * np.sqrt(2 / 512 / 60))
+    assert ratios.std() < 1.5 * np.sqrt(2 / 512)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_projection_is_bit_identical_across_runs_and_batch_splits(kind):
+    x = torch.randn(9, 2600, generator=torch.Generator().manual_seed(0))
+    whole = Projector(2600, 48, seed=1, name="split", kind=kind)(x)
+    clear_cache()
+    parts = [
+        Projector(2600, 48, seed=1, name="split", kind=kind)(x[a:b]) for a, b in [(0, 1), (1, 4), (4, 9)]
+    ]
+    assert torch.equal(torch.cat(parts), whole)
+    streamed = Projector(2600, 48, seed=1, name="split", kind=kind, max_cache_bytes=0)
+    assert torch.equal(torch.cat([streamed(x[:1]), streamed(x[1:])]), streamed(x))
+    torch.testing.assert_close(streamed(x), whole)
+    torch.testing.assert_close(whole, x @ streamed.matrix())
+
+
+def test_very_sparse_matrix_is_stored_sparse_and_seeded():
+    proj = Projector(40_000, 256, seed=0, name="vs", kind="very_sparse")
+    matrix = proj._cached(torch.device("cpu"))
+    assert matrix.layout == torch.sparse_csr
+    assert matrix._nnz() == pytest.approx(40_000 * 256 / 200, rel=0.02)
+    again = Projector(40_000, 256, seed=0, name="vs", kind="very_sparse")._rows(0, 2048, torch.device("cpu"))
+    other = Projector(40_000, 256, seed=1, name="vs", kind="very_sparse")._rows(0, 2048, torch.device("cpu"))
+    first = matrix.to_dense()[:, :2048]
+    assert torch.equal(first, again.to_dense()) and not torch.equal(first, other.to_dense())
+
+
+def test_cache_keeps_matrices_within_its_limit_and_reuses_them():
+    clear_cache()
+    set_cache_limit(4 * 100 * 16 * 2)
+    try:
+        first = Projector(100, 16, seed=0, name="a")
+        assert first.matrix() is Projector(100, 16, seed=0, name="a").matrix()
+        Projector(100, 16, seed=0, name="b").matrix()
+        Projector(100, 16, seed=0, name="c").matrix()
+        assert cache_info()["entries"] == 2 and cache_info()["bytes"] <= cache_info()["limit"]
+        assert torch.equal(first.matrix(), Projector(100, 16, seed=0, name="a").matrix())
+    finally:
+        set_cache_limit(2**31)
+        clear_cache()

@@ -30,7 +30,9 @@ one-example-at-a-time reference (autograd on the parameters, dense projection); 
 ``seed`` it equals ``projection="dense"``.
 
 Matrices depend only on ``(seed, layer name, layer shape)``: every checkpoint of a model gets the
-same projection, as long as the layer names (relative to ``module``) are the same.
+same projection, as long as the layer names (relative to ``module``) are the same. They are generated
+on the first call and kept in :mod:`datadiet.representations.projection`'s process-wide cache, so
+later calls (other checkpoints, other shards) do not regenerate them.
 """
 
 from __future__ import annotations
@@ -450,7 +452,7 @@ def per_sample_gradients(
         Projection seed; the matrices depend only on it, the layer names and shapes.
     projection : {"factorized", "dense"}
         Per-layer Kronecker projection without forming gradients, or dense projection of them.
-    kind : {"rademacher", "normal", "sparse"}
+    kind : {"rademacher", "normal", "sparse", "very_sparse"}
         Entry distribution of the random matrices.
     adam_state : dict of str to (exp_avg, exp_avg_sq), optional
         Adam moments per parameter name (:func:`adam_state_from_optimizer`); if given, features are

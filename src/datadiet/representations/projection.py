@@ -6,17 +6,34 @@ process, on every device and for every checkpoint (LESS projects all checkpoints
 matrix). Python's ``hash()`` and the global RNG are never used. Matrices may differ between torch
 versions if torch changes its CPU generator.
 
-**Scale.** Entries have unit variance and are scaled by ``1/sqrt(k)``, so ``E ||P^T x||^2 = ||x||^2``
-and ``E <P^T x, P^T y> = <x, y>``. The TRAK and LESS projectors do not scale (their features are
-``sqrt(k)`` times ours). The scale is irrelevant once LESS L2-normalises rows, but it matters for
-self-influence (``||g||^2``), which these features estimate without bias.
+**Kinds.** ``rademacher`` (+-1), ``normal`` (N(0, 1)), ``sparse`` (Achlioptas 2003: ``sqrt(3)`` times
++-1 with probability 1/6 each, else 0) and ``very_sparse`` (Li, Hastie and Church 2006: ``sqrt(s)``
+times +-1 with probability ``1/(2s)`` each, ``s = sqrt(in_dim)``). All have unit-variance entries.
+``very_sparse`` is stored as a sparse matrix (``in_dim * out_dim / sqrt(in_dim)`` entries), so it fits
+in memory where a dense matrix would not (1M x 4096: 50 MB instead of 16 GB).
+
+**Cache.** Matrices are generated once and kept in a process-wide LRU cache keyed by ``(kind, seed,
+name, in_dim, out_dim, device)``, within :func:`set_cache_limit` bytes (2 GiB by default): repeated
+calls (one per batch) run at GEMM speed. TRAK's ``BasicProjector`` regenerates its blocks at every
+call. A matrix larger than the limit keeps its leading blocks cached and regenerates the rest at each
+call. Outputs depend only on the seed, name, shapes and input rows: the same in every run and for
+every split of the rows into batches (tested bit for bit). BLAS picks its kernel and thread split
+from the product's shape, so a row's bits could depend on the batch size; rows are therefore
+multiplied in zero-padded groups of ``ROW_GROUP`` (32), one fixed shape per matrix.
+
+**Scale.** Entries are scaled by ``1/sqrt(k)``, so ``E ||P^T x||^2 = ||x||^2`` and ``E <P^T x, P^T y>
+= <x, y>``. The TRAK and LESS projectors do not scale (their features are ``sqrt(k)`` times ours). The
+scale is irrelevant once LESS L2-normalises rows, but it matters for self-influence (``||g||^2``),
+which these features estimate without bias.
 
 **Guarantee (Johnson-Lindenstrauss).** For a dense matrix with independent sub-Gaussian entries,
 ``k = O(log(n) / eps^2)`` columns keep every pairwise inner product of ``n`` vectors within
 ``eps ||x|| ||y||`` with high probability; the relative error of one squared norm has standard
-deviation about ``sqrt(2 / k)`` (Rademacher: at most that). Summing the projections of several
-layers, each with its own independent matrix, equals projecting the concatenated gradient with the
-stacked matrix ``[P_1; P_2; ...]`` (TRAK's ``ChunkedCudaProjector``), so the guarantee carries over.
+deviation about ``sqrt(2 / k)`` (Rademacher: at most that). The very sparse kind matches this unless
+a few coordinates carry most of a vector's norm (its variance grows with the vector's kurtosis).
+Summing the projections of several layers, each with its own independent matrix, equals projecting
+the concatenated gradient with the stacked matrix ``[P_1; P_2; ...]`` (TRAK's
+``ChunkedCudaProjector``), so the guarantee carries over.
 
 **Factorized projection** (:class:`FactorizedProjector`, as in LoGra, Choe et al. 2024): a Linear
 layer's per-example weight gradient is ``G = sum_t delta_t a_t^T`` (out x in). With seeded
@@ -38,14 +55,62 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 
-ProjectionKind = Literal["rademacher", "normal", "sparse"]
-KINDS: tuple[str, ...] = ("rademacher", "normal", "sparse")
+ProjectionKind = Literal["rademacher", "normal", "sparse", "very_sparse"]
+KINDS: tuple[str, ...] = ("rademacher", "normal", "sparse", "very_sparse")
 BLOCK_ROWS = 1024
+ROW_GROUP = 32
 DEFAULT_MAX_CACHE_BYTES = 2**31
+
+
+class _MatrixCache:
+    """Least-recently-used tensors, at most ``limit`` bytes in all (one entry may not exceed it)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.entries: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(size for _, size in self.entries.values())
+
+    def get(self, key: tuple, build: Callable[[], object], size: int) -> object:
+        """The entry for ``key``, built (and kept if ``size`` fits the limit) on a miss."""
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key][0]
+        value = build()
+        if size <= self.limit:
+            while self.entries and self.nbytes + size > self.limit:
+                self.entries.popitem(last=False)
+            self.entries[key] = (value, size)
+        return value
+
+
+_CACHE = _MatrixCache(DEFAULT_MAX_CACHE_BYTES)
+
+
+def set_cache_limit(nbytes: int) -> None:
+    """Keep at most ``nbytes`` bytes of projection matrices in memory (LRU); 0 disables the cache."""
+    _CACHE.limit = _check_int("set_cache_limit", "nbytes", nbytes, low=0)
+    while _CACHE.entries and _CACHE.nbytes > _CACHE.limit:
+        _CACHE.entries.popitem(last=False)
+
+
+def clear_cache() -> None:
+    """Drop every cached projection matrix (the next call regenerates them)."""
+    _CACHE.entries.clear()
+
+
+def cache_info() -> dict[str, int]:
+    """``{"entries": ..., "bytes": ..., "limit": ...}`` of the process-wide matrix cache."""
+    return {"entries": len(_CACHE.entries), "bytes": _CACHE.nbytes, "limit": _CACHE.limit}
 
 
 def stable_seed(seed: int, name: str, *parts: object) -> int:
@@ -73,24 +138,67 @@ def stable_seed(seed: int, name: str, *parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
 
 
-def random_block(rows: int, cols: int, *, seed: int, kind: str = "rademacher") -> torch.Tensor:
+def sparse_entries(
+    rows: int, cols: int, *, seed: int, density: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nonzeros of a ``rows x cols`` block whose entries are +-1 with probability ``density / 2`` each.
+
+    Every entry is independently nonzero with probability ``density``: the gaps between nonzeros (in
+    row-major order) are geometric, so the cost is proportional to the number of nonzeros.
+
+    Returns
+    -------
+    (row, col, sign) : Tensors of shape (nnz,), int64, int64 and float32 (+-1)
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    total, last, found = rows * cols, -1, []
+    while last < total - 1:
+        expected = (total - 1 - last) * density
+        gaps = torch.empty(int(expected + 6 * math.sqrt(expected) + 16), dtype=torch.float64)
+        positions = gaps.geometric_(density, generator=generator).cumsum_(0).add_(last)
+        found.append(positions[positions < total].long())
+        last = int(positions[-1].item())
+    flat = torch.cat(found)
+    signs = torch.randint(0, 2, flat.shape, generator=generator, dtype=torch.float32).mul_(2).sub_(1)
+    return flat // cols, flat % cols, signs
+
+
+def random_block(
+    rows: int,
+    cols: int,
+    *,
+    seed: int,
+    kind: str = "rademacher",
+    density: float | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
     """A ``rows x cols`` float32 block of unit-variance entries from a generator seeded with ``seed``.
 
     ``rademacher``: +-1 with probability 1/2 each; ``normal``: N(0, 1); ``sparse``: Achlioptas'
-    sparse JL, ``sqrt(3) * {+1, 0, -1}`` with probabilities ``{1/6, 2/3, 1/6}``.
+    sparse JL, ``sqrt(3) * {+1, 0, -1}`` with probabilities ``{1/6, 2/3, 1/6}``; ``very_sparse``:
+    ``sqrt(1 / density) * {+1, 0, -1}`` with probabilities ``{density/2, 1 - density, density/2}``
+    (``density`` defaults to ``1 / sqrt(rows)``). Entries are multiplied by ``scale``.
 
     Returns
     -------
     Tensor of shape (rows, cols), on the CPU
     """
+    if kind == "very_sparse":
+        density = density or 1 / math.sqrt(rows)
+        row, col, signs = sparse_entries(rows, cols, seed=seed, density=density)
+        block = torch.zeros(rows, cols)
+        block[row, col] = signs * (scale / math.sqrt(density))
+        return block
     generator = torch.Generator(device="cpu").manual_seed(seed)
     if kind == "normal":
-        return torch.randn(rows, cols, generator=generator)
+        block = torch.randn(rows, cols, generator=generator)
+        return block if scale == 1.0 else block.mul_(scale)
     if kind == "rademacher":
-        return torch.randint(0, 2, (rows, cols), generator=generator, dtype=torch.float32).mul_(2).sub_(1)
+        block = torch.randint(0, 2, (rows, cols), generator=generator, dtype=torch.float32)
+        return block.mul_(2 * scale).sub_(scale)
     codes = torch.randint(0, 6, (rows, cols), generator=generator)
     block = (codes == 0).float() - (codes == 1).float()
-    return block.mul_(math.sqrt(3.0))
+    return block.mul_(math.sqrt(3.0) * scale)
 
 
 def signed_injection(n: int, k: int, *, seed: int) -> torch.Tensor:
@@ -130,10 +238,10 @@ class Projector:
 
     ``P`` (``in_dim x out_dim``) has unit-variance entries scaled by ``1/sqrt(out_dim)``. It is
     generated in blocks of ``BLOCK_ROWS`` rows, block ``i`` from a generator seeded with
-    ``stable_seed(seed, name, "dense", i)``, and cached on first use when it fits in
-    ``max_cache_bytes`` (TRAK's ``BasicProjector`` regenerates it at every call); a larger matrix
-    is regenerated block by block at each call, so memory stays at one block. Either way it
-    depends only on ``(seed, name, in_dim, out_dim, kind)``.
+    ``stable_seed(seed, name, "dense", i)`` (``"very_sparse"`` for that kind), and kept in the
+    process-wide cache (see the module docstring): its first ``max_cache_bytes`` bytes at most; the
+    other blocks are regenerated at each call, so memory stays at one block beyond that. Either
+    way it depends only on ``(seed, name, in_dim, out_dim, kind)``.
 
     Parameters
     ----------
@@ -145,10 +253,10 @@ class Projector:
         Projection seed.
     name : str
         Key that separates independent matrices (e.g. a layer name).
-    kind : {"rademacher", "normal", "sparse"}
+    kind : {"rademacher", "normal", "sparse", "very_sparse"}
         Entry distribution.
     max_cache_bytes : int
-        Largest matrix (float32 bytes) kept in memory.
+        Most bytes of this matrix kept in memory (float32 dense; about 12 bytes a nonzero sparse).
 
     Examples
     --------
@@ -176,26 +284,66 @@ class Projector:
         self.name = str(name)
         self.kind = _check_kind("Projector", kind)
         self.max_cache_bytes = _check_int("Projector", "max_cache_bytes", max_cache_bytes, low=0)
-        self._cache: dict[torch.device, torch.Tensor] = {}
 
-    def _block(self, index: int) -> torch.Tensor:
-        start = index * BLOCK_ROWS
-        rows = min(BLOCK_ROWS, self.in_dim - start)
-        seed = stable_seed(self.seed, self.name, "dense", index)
-        return random_block(rows, self.out_dim, seed=seed, kind=self.kind).div_(math.sqrt(self.out_dim))
+    @property
+    def density(self) -> float:
+        """Expected fraction of nonzero entries."""
+        return {"sparse": 1 / 3, "very_sparse": 1 / math.sqrt(self.in_dim)}.get(self.kind, 1.0)
 
-    def _blocks(self):
-        return (self._block(i) for i in range(math.ceil(self.in_dim / BLOCK_ROWS)))
+    @property
+    def cached_rows(self) -> int:
+        """Rows of ``P`` kept in the cache: all if they fit ``max_cache_bytes``, else whole blocks."""
+        row_bytes = self.out_dim * (12 * self.density if self.kind == "very_sparse" else 4)
+        if self.in_dim * row_bytes <= self.max_cache_bytes:
+            return self.in_dim
+        return min(self.in_dim, int(self.max_cache_bytes // row_bytes) // BLOCK_ROWS * BLOCK_ROWS)
+
+    def _block(self, index: int) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Block ``index`` (rows ``index * BLOCK_ROWS`` on): dense, or (row, col, value) if very sparse."""
+        rows = min(BLOCK_ROWS, self.in_dim - index * BLOCK_ROWS)
+        if self.kind != "very_sparse":
+            seed = stable_seed(self.seed, self.name, "dense", index)
+            return random_block(rows, self.out_dim, seed=seed, kind=self.kind, scale=self.out_dim**-0.5)
+        seed = stable_seed(self.seed, self.name, "very_sparse", index)
+        row, col, signs = sparse_entries(rows, self.out_dim, seed=seed, density=self.density)
+        return row + index * BLOCK_ROWS, col, signs.div_(math.sqrt(self.density * self.out_dim))
+
+    def _rows(self, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        """Rows ``start:stop`` (whole blocks): dense (rows, out_dim), or sparse CSR of ``P^T``."""
+        indices = range(start // BLOCK_ROWS, math.ceil(stop / BLOCK_ROWS))
+        if self.kind != "very_sparse":
+            matrix = torch.empty(stop - start, self.out_dim)
+            for i in indices:  # written in place: no concatenated copy of a matrix of up to gigabytes
+                first = i * BLOCK_ROWS - start
+                matrix[first : first + BLOCK_ROWS] = self._block(i)
+            return matrix.to(device)
+        blocks = [self._block(i) for i in indices]
+        row, col, value = (torch.cat(parts) for parts in zip(*blocks, strict=True))
+        order = torch.argsort(col * self.in_dim + row)
+        crow = torch.zeros(self.out_dim + 1, dtype=torch.int64)
+        crow[1:] = torch.bincount(col, minlength=self.out_dim).cumsum(0)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+            return torch.sparse_csr_tensor(
+                crow, row[order] - start, value[order], (self.out_dim, stop - start), check_invariants=False
+            ).to(device)
+
+    def _cached(self, device: torch.device) -> torch.Tensor | None:
+        rows = self.cached_rows
+        if rows == 0:
+            return None
+        key = ("dense", self.kind, self.seed, self.name, self.in_dim, self.out_dim, rows, str(device))
+        size = rows * self.out_dim * (12 * self.density if self.kind == "very_sparse" else 4)
+        return _CACHE.get(key, lambda: self._rows(0, rows, device), int(size))
 
     def matrix(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """The full ``(in_dim, out_dim)`` float32 matrix on ``device`` (cached if it fits)."""
+        """The full ``(in_dim, out_dim)`` float32 matrix on ``device`` (dense, even if very sparse)."""
         device = torch.device(device or "cpu")
-        if device in self._cache:
-            return self._cache[device]
-        matrix = torch.cat(list(self._blocks())).to(device)
-        if 4 * self.in_dim * self.out_dim <= self.max_cache_bytes:
-            self._cache[device] = matrix
-        return matrix
+        if self.cached_rows == self.in_dim and self.kind != "very_sparse":
+            return self._cached(device)
+        if self.kind != "very_sparse":
+            return self._rows(0, self.in_dim, device)
+        return self._rows(0, self.in_dim, device).to_dense().T.contiguous()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Project rows.
@@ -211,13 +359,26 @@ class Projector:
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"Projector expects inputs of shape (B, {self.in_dim}). Got {tuple(x.shape)}.")
         x = x.float()
-        if 4 * self.in_dim * self.out_dim <= self.max_cache_bytes:
-            return x @ self.matrix(x.device)
-        out = x.new_zeros(x.shape[0], self.out_dim)
-        for index, block in enumerate(self._blocks()):
-            start = index * BLOCK_ROWS
-            out += x[:, start : start + len(block)] @ block.to(x.device)
-        return out
+        groups = [self._project_rows(x[start : start + ROW_GROUP]) for start in range(0, len(x), ROW_GROUP)]
+        return torch.cat(groups) if groups else x.new_zeros(0, self.out_dim)
+
+    def _project_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Project at most ``ROW_GROUP`` rows, zero-padded to exactly that many (fixed GEMM shapes)."""
+        n = len(x)
+        x = torch.nn.functional.pad(x, (0, 0, 0, ROW_GROUP - n))
+        rows = self.cached_rows
+        out = _apply(x[:, :rows], self._cached(x.device)) if rows else x.new_zeros(ROW_GROUP, self.out_dim)
+        for start in range(rows, self.in_dim, BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, self.in_dim)
+            out += _apply(x[:, start:stop], self._rows(start, stop, x.device))
+        return out[:n]
+
+
+def _apply(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """``x @ P`` for a dense ``P`` or a sparse CSR ``P^T``."""
+    if matrix.layout == torch.sparse_csr:
+        return torch.sparse.mm(matrix, x.T.contiguous()).T
+    return x @ matrix
 
 
 def factor_dims(dim: int, out_features: int, in_features: int) -> tuple[int, int]:
@@ -280,7 +441,7 @@ class FactorizedProjector:
         Projection seed.
     name : str
         The layer's name (separates the layers' independent matrices).
-    kind : {"rademacher", "normal", "sparse"}
+    kind : {"rademacher", "normal", "sparse", "very_sparse"}
         Entry distribution of the random matrices.
 
     Examples
@@ -315,7 +476,6 @@ class FactorizedProjector:
         self.seed = _check_int("FactorizedProjector", "seed", seed, low=0)
         self.name = str(name)
         self.kind = _check_kind("FactorizedProjector", kind)
-        self._cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def mode(self) -> str:
@@ -350,13 +510,20 @@ class FactorizedProjector:
             In the ``rows``/``columns`` layouts (s the thin side).
         """
         device = torch.device(device or "cpu")
-        if device not in self._cache:
-            if self.mode == "kronecker":
-                pair = self._kronecker_matrices()
-            else:
-                pair = (self._block_matrices(), torch.empty(0))
-            self._cache[device] = (pair[0].to(device), pair[1].to(device))
-        return self._cache[device]
+        key = (self.kind, self.seed, self.name, self.out_features, self.in_features, self.bias, self.dim)
+        return _CACHE.get(("factorized", *key, str(device)), lambda: self._build(device), self._nbytes())
+
+    def _build(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "kronecker":
+            pair = self._kronecker_matrices()
+        else:
+            pair = (self._block_matrices(), torch.empty(0))
+        return pair[0].to(device), pair[1].to(device)
+
+    def _nbytes(self) -> int:
+        if self.mode == "kronecker":
+            return 4 * (self.out_features * self.k_out + (self.in_features + self.bias) * self.k_in)
+        return 4 * max(self.out_features, self.in_features + self.bias) * self.dim
 
     def _kronecker_matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
         rows_in = self.in_features + self.bias
