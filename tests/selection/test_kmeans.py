@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
+from datadiet import _chunks
 from datadiet.selection import kmeans as kmeans_module
 from datadiet.selection.kmeans import (
     KMeansResult,
@@ -143,3 +146,160 @@ def test_normalize_rows_keeps_zero_rows_and_float32():
     out = normalize_rows(x)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
+
+
+# --- engines: faiss (default when installed) vs sklearn ---------------------------------------------------
+
+faiss = pytest.importorskip("faiss")
+
+
+def _blobs(n: int, d: int, n_centres: int, scale: float = 3.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_centres, d)) * scale
+    return (centres[rng.integers(0, n_centres, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def _inertia(result: KMeansResult) -> float:
+    return float(np.sum(result.distances.astype(np.float64) ** 2))
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to relabelling: the label pairs define a bijection."""
+    pairs = np.unique(np.stack([a, b]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_kmeans_auto_engine_is_faiss_when_installed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(kmeans_module, "_fit_faiss", lambda *a, **k: calls.append(1) or np.zeros((2, 8)))
+    kmeans(_data(), 2, rng=0)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_kmeans_faiss_known_answer_on_two_pairs(metric):
+    x = np.array([[1.0, 0.0], [1.0, 0.2], [0.0, 3.0], [0.2, 3.0]], dtype=np.float32)
+    result = kmeans(x, 2, metric=metric, rng=0, engine="faiss")
+    assert _same_partition(result.labels, np.array([0, 0, 1, 1]))
+    if metric == "cosine":  # spherical centroid: the normalised mean of the normalised rows
+        unit = normalize_rows(x)
+        centres = normalize_rows(np.repeat([unit[:2].mean(0), unit[2:].mean(0)], 2, axis=0))
+        expected = 1 - np.einsum("ij,ij->i", unit, centres)
+    else:
+        expected = np.full(4, 0.1)
+    np.testing.assert_allclose(result.distances, expected, atol=1e-6)
+
+
+def test_kmeans_faiss_equals_sklearn_partition_on_separated_blobs():
+    x = _blobs(600, 8, 6, scale=20.0)
+    faiss_result = kmeans(x, 6, rng=0, engine="faiss")
+    sklearn_result = kmeans(x, 6, rng=0, engine="sklearn")
+    assert _same_partition(faiss_result.labels, sklearn_result.labels)
+    np.testing.assert_allclose(np.sort(faiss_result.distances), np.sort(sklearn_result.distances), rtol=1e-4)
+
+
+def test_kmeans_faiss_inertia_is_within_one_percent_of_sklearn():
+    x = _blobs(5000, 32, 70)
+    faiss_inertia = _inertia(kmeans(x, 70, rng=0, engine="faiss"))
+    sklearn_inertia = _inertia(kmeans(x, 70, rng=0, engine="sklearn"))
+    assert faiss_inertia <= 1.01 * sklearn_inertia
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kmeans_faiss_reruns_are_bit_identical(metric, dtype):
+    x = _blobs(3000, 16, 30).astype(dtype)
+    kwargs = {"metric": metric, "engine": "faiss", "max_points_per_centroid": 40, "n_init": 2}
+    _assert_same(kmeans(x, 30, rng=np.random.default_rng(7), **kwargs), kmeans(x, 30, rng=7, **kwargs))
+
+
+def test_kmeans_faiss_result_does_not_depend_on_the_thread_setting():
+    x = _blobs(2000, 16, 20)
+    previous = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(1)
+        one = kmeans(x, 20, rng=3, engine="faiss")
+        assert faiss.omp_get_max_threads() == 1  # restored
+    finally:
+        faiss.omp_set_num_threads(previous)
+    _assert_same(kmeans(x, 20, rng=3, engine="faiss"), one)
+
+
+def test_kmeans_faiss_fits_on_a_sample_when_n_exceeds_the_cap(monkeypatch):
+    x = _blobs(1000, 4, 10)
+    sizes = []
+    fit = kmeans_module._fit_faiss
+    monkeypatch.setattr(
+        kmeans_module, "_fit_faiss", lambda sample, *a, **k: sizes.append(len(sample)) or fit(sample, *a, **k)
+    )
+    result = kmeans(x, 10, rng=0, engine="faiss", max_points_per_centroid=20)
+    kmeans(x, 10, rng=0, engine="faiss")
+    assert sizes == [200, 1000]
+    assert len(result.labels) == 1000 and result.sizes().sum() == 1000  # every row is still assigned
+    all_distances = np.linalg.norm(x[:, None, :] - result.centroids[None], axis=2)
+    assert np.array_equal(result.labels, all_distances.argmin(axis=1))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_kmeans_faiss_memmap_equals_in_memory(metric, tmp_path, monkeypatch):
+    x = _blobs(1500, 12, 25)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    kwargs = {"metric": metric, "engine": "faiss", "max_points_per_centroid": 30}
+    in_memory = kmeans(x, 25, rng=1, **kwargs)
+    monkeypatch.setattr(kmeans_module, "_CHUNK_ENTRIES", 25 * 64)  # many chunks over the memmap
+    _assert_same(kmeans(mapped, 25, rng=1, **kwargs), in_memory)
+
+
+def test_assign_labels_a_memmap_like_kmeans(tmp_path):
+    x = _blobs(500, 6, 8)
+    np.save(tmp_path / "x.npy", x)
+    result = kmeans(x, 8, metric="cosine", rng=0)
+    labels, distances = kmeans_module.assign(
+        np.load(tmp_path / "x.npy", mmap_mode="r"), result.centroids, metric="cosine"
+    )
+    assert np.array_equal(labels, result.labels) and np.array_equal(distances, result.distances)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_kmeans_sklearn_engine_still_works(metric):
+    x = _data()
+    result = kmeans(x, 5, metric=metric, rng=0, engine="sklearn")
+    assert result.n_clusters == 5 and len(result.labels) == len(x) and result.centroids.dtype == np.float64
+    _assert_same(result, kmeans(x, 5, metric=metric, rng=0, engine="sklearn"))
+
+
+def test_kmeans_rejects_unknown_engine():
+    with pytest.raises(
+        ValueError, match=r"The 'engine' parameter of kmeans must be one of \['auto', 'faiss', 'sklearn'\]"
+    ):
+        kmeans(_data(n=20), rng=0, engine="cuml")
+
+
+@pytest.mark.parametrize(("name", "value"), [("max_points_per_centroid", 0), ("tol", -1.0)])
+def test_kmeans_rejects_bad_fit_options(name, value):
+    with pytest.raises(ValueError, match=f"'{name}' parameter of kmeans"):
+        kmeans(_data(n=20), rng=0, **{name: value})
+
+
+def test_kmeans_engine_faiss_without_faiss_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(kmeans_module, "faiss", None)
+    with pytest.raises(ImportError, match=r"pip install 'datadiet\[fast\]'"):
+        kmeans(_data(n=20), rng=0, engine="faiss")
+    assert kmeans(_data(n=20), 2, rng=0).n_clusters == 2  # "auto" falls back to sklearn
+
+
+def test_kmeans_faiss_on_a_memmap_allocates_no_full_size_temporary(tmp_path, monkeypatch):
+    x = _blobs(20_000, 64, 10)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    monkeypatch.setattr(kmeans_module, "_CHUNK_ENTRIES", 1 << 14)
+    monkeypatch.setattr(_chunks, "CHUNK_BYTES", 1 << 16)
+    kmeans(x[:100], 10, metric="cosine", rng=0)  # first-call imports are not temporaries
+    tracemalloc.start()
+    try:
+        kmeans(mapped, 10, metric="cosine", rng=0, engine="faiss", max_points_per_centroid=50)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.25 * mapped.nbytes
