@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -21,6 +22,10 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+EngineOption = Annotated[str, typer.Option(help="local | ray (see docs/distributed.md).")]
+RayAddressOption = Annotated[
+    str | None, typer.Option(help="With --engine ray: 'auto' or 'ray://head:10001'; unset: a local one.")
+]
 
 
 def _friendly_errors(func: F) -> F:
@@ -96,6 +101,8 @@ def select(
     param: Annotated[
         list[str] | None, typer.Option(help="Selector parameter key=value (repeatable).")
     ] = None,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Select a subset from a stored representation and write selection.json."""
     from datadiet.api import select as run_select
@@ -104,22 +111,34 @@ def select(
     if val_groups is not None:
         params["val_groups"] = load_array(val_groups, name="val groups")
     values = load_features(features, name="features")
-    selection = run_select(
-        algorithm,
-        values,
-        parse_budget(budget),
-        labels=None if labels is None else load_array(labels, name="labels"),
-        val=None if val_features is None else load_features(val_features, name="val features"),
-        seed=seed,
-        balance=None if balance == "none" else balance,
-        calibrate=calibrate,
-        weighting=weighting,
-        **params,
-    )
+    with engine_block(engine, ray_address):
+        selection = run_select(
+            algorithm,
+            values,
+            parse_budget(budget),
+            labels=None if labels is None else load_array(labels, name="labels"),
+            val=None if val_features is None else load_features(val_features, name="val features"),
+            seed=seed,
+            balance=None if balance == "none" else balance,
+            calibrate=calibrate,
+            weighting=weighting,
+            **params,
+        )
     record = selection.to_dict()
     record["features"] = str(features)
     atomic_write_json(out, record)
     console.print(f"selected {selection.budget} of {len(values.values)} examples with {algorithm} -> {out}")
+
+
+@contextlib.contextmanager
+def engine_block(name: str, address: str | None) -> Iterator[None]:
+    """Run the block's maps on the named engine (``local`` or ``ray``)."""
+    from datadiet.engine import make_engine, use_engine
+
+    if address is not None and name != "ray":
+        raise typer.BadParameter("--ray-address needs --engine ray.")
+    with use_engine(make_engine(name, address=address)):
+        yield
 
 
 def load_features(path: Path, *, name: str) -> Any:
@@ -152,12 +171,16 @@ def reference(
 @_friendly_errors
 def represent(
     config: Annotated[Path, typer.Option(help="YAML config (see docs/representations.md).")],
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Extract dynamics, hidden states and projected gradients into the store (cached, resumable)."""
     from datadiet.config import ReferenceConfig, load_config
     from datadiet.pipeline import run_represent
 
-    index = run_represent(load_config(config, ReferenceConfig))
+    cfg = load_config(config, ReferenceConfig)
+    with engine_block(engine, ray_address):
+        index = run_represent(cfg)
     table = Table(title="representations (use the path with `datadiet select --features`)")
     for column in ("name", "shape", "path"):
         table.add_column(column, overflow="fold")
@@ -215,12 +238,18 @@ def synthetic(
 
 @app.command()
 @_friendly_errors
-def study(config: Annotated[Path, typer.Option(help="YAML study config (see docs/study.md).")]) -> None:
+def study(
+    config: Annotated[Path, typer.Option(help="YAML study config (see docs/study.md).")],
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
+) -> None:
     """Retrain the main model on every selection x budget x seed (resumable) and write the report."""
     from datadiet.config import StudyConfig, load_config
     from datadiet.study import run_study
 
-    out = run_study(load_config(config, StudyConfig))
+    cfg = load_config(config, StudyConfig)
+    with engine_block(engine, ray_address):
+        out = run_study(cfg)
     console.print(f"results: {out / 'results.csv'}  report: {out / 'report.html'}")
 
 

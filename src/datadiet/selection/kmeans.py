@@ -452,29 +452,51 @@ def _faiss_threads(limit: int) -> Iterator[None]:
 
 
 def _assign(x: np.ndarray, centroids: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid and distance to it for every row, in chunks of rows (normalised per chunk)."""
-    labels = np.empty(len(x), dtype=np.int64)
-    distances = np.empty(len(x), dtype=centroids.dtype)
-    squared_norms = np.einsum("ij,ij->i", centroids, centroids)
-    nearest = _gpu_nearest(centroids, metric) if _gpu_count() > 0 else None
+    """Nearest centroid and distance to it for every row, in chunks of rows (normalised per chunk).
+
+    The chunks are a map on the current :mod:`datadiet.engine` (this process by default, Ray tasks with
+    ``--engine ray``); the centroids travel once and every chunk is computed alike on either engine.
+    """
+    from datadiet.engine import current_engine, row_chunks
+
     step = max(1, min(_CHUNK_ENTRIES // len(centroids), _CHUNK_ENTRIES // x.shape[1]))
-    for start, block in iter_row_chunks(x, step, dtype=centroids.dtype):
-        if metric == "cosine":
-            block = normalize_rows(block)
-        if nearest is not None:  # pragma: no cover - GPU only
-            label = nearest(block)
-        elif metric == "cosine":
-            label = np.argmax(block @ centroids.T, axis=1)
-        else:  # ||x||^2 is the same for every centroid; the exact distance is taken from the difference
-            label = np.argmin(squared_norms - 2 * (block @ centroids.T), axis=1)
-        if metric == "cosine":
-            distance = np.clip(1 - np.einsum("ij,ij->i", block, centroids[label]), 0, 2)
-        else:
-            diff = block - centroids[label]
-            distance = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-        labels[start : start + step] = label
-        distances[start : start + step] = distance
+    engine = current_engine()
+    if engine.name == "local" and _gpu_count() > 0:  # pragma: no cover - GPU only
+        nearest = _gpu_nearest(centroids, metric)
+        parts = [_assign_chunk(piece, (x, centroids, metric), nearest) for piece in row_chunks(len(x), step)]
+    else:
+        parts = engine.map(_assign_chunk, row_chunks(len(x), step), (x, centroids, metric))
+    labels = np.concatenate([label for label, _ in parts]) if parts else np.empty(0, np.int64)
+    distances = np.concatenate([d for _, d in parts]) if parts else np.empty(0, centroids.dtype)
     return labels, distances
+
+
+def _assign_chunk(
+    piece: tuple[int, int],
+    shared: tuple[np.ndarray, np.ndarray, str],
+    nearest: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and distances of rows ``start:stop``; the chunk's memmap pages are released after."""
+    x, centroids, metric = shared
+    start, stop = piece
+    view = x[start:stop]
+    block = np.asarray(view, dtype=centroids.dtype)
+    if metric == "cosine":
+        block = normalize_rows(block)
+    if nearest is not None:  # pragma: no cover - GPU only
+        label = nearest(block)
+    elif metric == "cosine":
+        label = np.argmax(block @ centroids.T, axis=1)
+    else:  # ||x||^2 is the same for every centroid; the exact distance is taken from the difference
+        squared_norms = np.einsum("ij,ij->i", centroids, centroids)
+        label = np.argmin(squared_norms - 2 * (block @ centroids.T), axis=1)
+    if metric == "cosine":
+        distance = np.clip(1 - np.einsum("ij,ij->i", block, centroids[label]), 0, 2)
+    else:
+        diff = block - centroids[label]
+        distance = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    release_pages(view)
+    return label.astype(np.int64, copy=False), distance
 
 
 def _gpu_nearest(

@@ -26,7 +26,8 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from datadiet._chunks import iter_row_chunks
+from datadiet._chunks import iter_row_chunks, release_pages
+from datadiet.engine import current_engine, row_chunks
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.registry import SELECTORS
 from datadiet.selection.self_influence import (
@@ -206,11 +207,17 @@ def _less(
     n_checkpoints, dim = train.shape[1], train.shape[2]
     targets = _group_targets(val, *groups, rows).reshape(-1, n_checkpoints, dim)
     targets = (targets * (weights / weights.sum())[None, :, None]).reshape(len(targets), -1)
-    scores = np.empty(len(train))
-    for start, raw in iter_row_chunks(train, rows, dtype=np.float64):
-        block = _normalise(raw)
-        scores[start : start + len(block)] = (block.reshape(len(block), -1) @ targets.T).max(axis=1)
-    return scores
+    parts = current_engine().map(_chunk_scores, row_chunks(len(train), rows), (train, targets))
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def _chunk_scores(piece: tuple[int, int], shared: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Scores of training rows ``start:stop`` (one task of the engine's map)."""
+    train, targets = shared
+    view = train[piece[0] : piece[1]]
+    block = _normalise(np.asarray(view, dtype=np.float64))
+    release_pages(view)
+    return (block.reshape(len(block), -1) @ targets.T).max(axis=1)
 
 
 @SELECTORS.register("less")

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from datadiet._chunks import iter_row_chunks
+from datadiet._chunks import release_pages
+from datadiet.engine import current_engine, row_chunks
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.registry import SELECTORS
 
@@ -115,10 +116,17 @@ def self_influence_scores(
 
 
 def _self_influence(grads: np.ndarray, weights: np.ndarray, rows: int) -> np.ndarray:
-    scores = np.empty(len(grads))
-    for start, block in iter_row_chunks(grads, rows, dtype=np.float64):
-        scores[start : start + len(block)] = np.einsum("bcd,bcd->bc", block, block) @ weights
-    return scores
+    """Row chunks as a map on the current engine (:mod:`datadiet.engine`), concatenated in order."""
+    parts = current_engine().map(_chunk_influence, row_chunks(len(grads), rows), (grads, weights))
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def _chunk_influence(piece: tuple[int, int], shared: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    grads, weights = shared
+    view = grads[piece[0] : piece[1]]
+    block = np.asarray(view, dtype=np.float64)
+    release_pages(view)
+    return np.einsum("bcd,bcd->bc", block, block) @ weights
 
 
 @SELECTORS.register("self_influence")

@@ -38,6 +38,7 @@ import numpy as np
 
 from datadiet._chunks import take_rows
 from datadiet._validation import as_finite_array, check_rng
+from datadiet.engine import current_engine
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.kmeans import check_choice, check_n_clusters, kmeans, normalize_rows
 from datadiet.selection.registry import SELECTORS
@@ -146,12 +147,36 @@ def semdedup_scores(
     x = x if isinstance(x, np.ndarray) else np.asarray(x)
     result = kmeans(x, n_clusters, metric="cosine", rng=rng)
     scores = np.zeros(len(result.labels), dtype=result.distances.dtype)
+    clusters = []  # singletons keep M = 0; empty clusters have nothing to score
     for members in result.members():
-        if len(members) < 2:  # singletons keep M = 0; empty clusters have nothing to score
-            continue
-        order = cluster_order(result.distances[members], keep, rng)
-        scores[members] = duplicate_scores(normalize_rows(take_rows(x, members)), order)
+        if len(members) >= 2:  # the "random" orders draw from rng in cluster id order, as one process would
+            clusters.append((members, cluster_order(result.distances[members], keep, rng)))
+    groups = _cluster_groups(clusters, max_rows=_GROUP_ROWS)
+    for group, values in zip(groups, current_engine().map(_group_scores, groups, x), strict=True):
+        for (members, _), value in zip(group, values, strict=True):
+            scores[members] = value
     return scores
+
+
+_GROUP_ROWS = 1 << 16  # rows of clusters handed to one task of the engine's map
+
+
+def _cluster_groups(clusters: list, max_rows: int) -> list[list]:
+    """Consecutive clusters packed into groups of about ``max_rows`` rows (one engine task each)."""
+    groups: list[list] = []
+    rows = max_rows
+    for cluster in clusters:
+        if rows + len(cluster[0]) > max_rows:
+            groups.append([])
+            rows = 0
+        groups[-1].append(cluster)
+        rows += len(cluster[0])
+    return groups
+
+
+def _group_scores(group: list, x: np.ndarray) -> list[np.ndarray]:
+    """``M`` of every cluster of one group (a task of the engine's map)."""
+    return [duplicate_scores(normalize_rows(take_rows(x, members)), order) for members, order in group]
 
 
 def semdedup_eps(max_similarity: np.ndarray, eps: float) -> np.ndarray:
