@@ -25,9 +25,9 @@ Follows facebookresearch/SemDeDup @6b41945 (``sort_clusters.rank_within_cluster`
 member farther from the centroid. Differences: the original has no budget, only an ``eps`` list; its
 ``"easy"`` reverses the hard order (ties then run higher index first) and ``"random"`` uses Python's
 ``random.seed``; it builds the full ``n_c x n_c`` similarity matrix, here it is computed in row blocks, one
-cluster's rows gathered at a time (a memmap is never loaded whole); faiss
-k-means there (see :mod:`datadiet.selection.kmeans`). NeMo-Curator removes at ``M >= 1 - eps``, the original
-(and :func:`semdedup_eps`) at ``M > 1 - eps``.
+cluster's rows gathered at a time (a memmap is never loaded whole); both use faiss's spherical
+k-means, seeded here with k-means++ instead of faiss's random init (see :mod:`datadiet.selection.kmeans`).
+NeMo-Curator removes at ``M >= 1 - eps``, the original (and :func:`semdedup_eps`) at ``M > 1 - eps``.
 """
 
 from __future__ import annotations
