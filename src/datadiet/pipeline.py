@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from datadiet._faults import fault_point
 from datadiet.config import ReferenceConfig, to_dict
 from datadiet.data.dataset import Dataset
+from datadiet.engine import current_engine
 from datadiet.io import atomic_write_bytes, atomic_write_json
 from datadiet.representations.base import Representation
 from datadiet.store import RepresentationStore, make_key
@@ -111,6 +113,11 @@ def _weights_fingerprint(path: str) -> str:
 def build_model(stage: Stage) -> Any:
     """A fresh (untrained, seeded) reference model for the dataset's task and the configured mode."""
     cfg, task = stage.cfg, stage.train.task
+    if task == "classification" and stage.train.n_classes < 2:
+        raise ValueError(
+            f"The training split of {cfg.dataset.source} has {stage.train.n_classes} class "
+            f"{list(stage.train.label_names)}; a classifier needs at least 2. Check the label column."
+        )
     if cfg.model.mode == "frozen":
         if task != "classification":
             raise ValueError(
@@ -189,7 +196,7 @@ def run_reference(cfg: ReferenceConfig, stage: Stage | None = None) -> Any:
 
 
 def _rebuild(stage: Stage) -> str:
-    return f"datadiet represent --config {stage.output / 'config.resolved.yaml'}"
+    return f"datadiet represent --config {stage.output / 'config.resolved.json'}"
 
 
 def batches(model: Any, ds: Dataset, batch_size: int, rows: np.ndarray | None = None) -> Iterator[dict]:
@@ -363,8 +370,6 @@ def _extract_resumably(
 
     Chunks are whole multiples of the batch size, so a resumed entry is bit-identical to a one-pass one.
     """
-    from datadiet.representations.gradients import per_sample_gradients
-
     g = stage.cfg.represent.gradients
     batch_size = g.batch_size or stage.cfg.training.batch_size
     shape = (len(ds), g.dim)
@@ -372,21 +377,49 @@ def _extract_resumably(
     with stage.store.writer(key, shape, np.float32, ids, provenance=provenance, kind="gradients",
                             rebuild=_rebuild(stage), chunk_rows=batch_size * 8) as writer:  # fmt: skip
         pending = list(writer.pending())
-        if pending:
-            model = build_model(stage)
-            adam_state = run.load_checkpoint(model, ckpt.epoch)  # loads that epoch's weights too
-            target = model.gradient_target() if g.target == "auto" else g.target
-            for start, stop in tqdm(pending, desc=f"gradients epoch {ckpt.epoch} ({ds.split})"):
-                values = per_sample_gradients(
-                    model.module,
-                    batches(model, ds, batch_size, np.arange(start, stop)),
-                    model.per_example_loss,
-                    target=target,
-                    dim=g.dim,
-                    seed=g.seed,
-                    adam_state=adam_state if adam else None,
-                    normalize=model.normalize_gradients,
-                    progress=False,
-                )
-                writer.write(start, values)
+        job = _GradientJob(stage, run, int(ckpt.epoch), ds, adam, batch_size)
+        chunks = current_engine().map_stateful(_gradient_worker, _gradient_chunk, pending, job)
+        desc = f"gradients epoch {ckpt.epoch} ({ds.split})"
+        for (start, _), values in tqdm(zip(pending, chunks, strict=True), total=len(pending), desc=desc):
+            writer.write(start, values)
+            fault_point("represent.chunk")
         return writer.finalize()
+
+
+@dataclasses.dataclass(frozen=True)
+class _GradientJob:
+    """What a worker needs to extract one checkpoint's gradients of ``ds`` (picklable, for Ray actors)."""
+
+    stage: Stage
+    run: Any
+    epoch: int
+    ds: Dataset
+    adam: bool
+    batch_size: int
+
+
+def _gradient_worker(job: _GradientJob) -> tuple[_GradientJob, Any, Any, str]:
+    """Once per worker: the model with that checkpoint's weights, its Adam state and the gradient target."""
+    model = build_model(job.stage)
+    adam_state = job.run.load_checkpoint(model, job.epoch)  # loads that epoch's weights too
+    target = job.stage.cfg.represent.gradients.target
+    return job, model, adam_state, model.gradient_target() if target == "auto" else target
+
+
+def _gradient_chunk(state: tuple[_GradientJob, Any, Any, str], piece: tuple[int, int]) -> np.ndarray:
+    """Projected gradients of rows ``start:stop`` (one chunk of the store entry)."""
+    from datadiet.representations.gradients import per_sample_gradients
+
+    job, model, adam_state, target = state
+    g = job.stage.cfg.represent.gradients
+    return per_sample_gradients(
+        model.module,
+        batches(model, job.ds, job.batch_size, np.arange(*piece)),
+        model.per_example_loss,
+        target=target,
+        dim=g.dim,
+        seed=g.seed,
+        adam_state=adam_state if job.adam else None,
+        normalize=model.normalize_gradients,
+        progress=False,
+    )

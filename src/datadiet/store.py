@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from datadiet._faults import fault_point
 from datadiet._store_io import (
     FORMAT,
     IDS,
@@ -420,6 +421,7 @@ class StoreWriter:
         self._values = None
         manifest = self._manifest()
         os.replace(self.entry / PARTIAL_IDS, self.entry / IDS)
+        fault_point("store.finalize")
         os.replace(self.entry / PARTIAL_VALUES, self.entry / VALUES)
         atomic_write_json(self.entry / MANIFEST, manifest)
         for name in (PROGRESS, WRITER_SPEC):

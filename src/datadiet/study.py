@@ -4,7 +4,8 @@
 :mod:`datadiet.pipeline`), then every cell — (selection, budget, seed), plus the baselines full data (per
 seed), random (same budgets and seeds) and dummy — selects a subset, trains the main model on it and
 evaluates it on the test split (and an optional out-of-distribution split). Each finished cell is written
-atomically to ``cells/<id>.json``; a rerun skips every cell whose file matches the current configuration.
+atomically to ``cells/<id>.json``; a rerun skips every cell whose file matches the current configuration,
+and a cell runs under the lock ``cells/.<id>.lock``, so two studies sharing an output never both run it.
 Results go to ``results.parquet`` / ``results.csv`` (long format, one row per cell x split x metric), the
 selections to ``selections/<name>/b<budget>_s<seed>.json``, and ``report.html`` is built at the end.
 """
@@ -24,6 +25,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import datadiet
+from datadiet._faults import fault_point
+from datadiet._store_io import FileLock
 from datadiet.config import SelectionSpec, StudyConfig, to_dict
 from datadiet.data.dataset import Dataset
 from datadiet.io import atomic_write_bytes, atomic_write_json, read_json, safe_name
@@ -65,6 +68,13 @@ def plan_cells(cfg: StudyConfig) -> list[Cell]:
     labels = [spec.label for spec, _ in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Selection names must be unique; got {labels}. Give the duplicates a 'name'.")
+    files = [safe_name(label) for label in labels]  # cells and selections are stored under these names
+    if len(set(files)) != len(files):
+        clash = sorted({label for label, file in zip(labels, files, strict=True) if files.count(file) > 1})
+        raise ValueError(
+            f"Selection names {clash} are unique but map to the same file name; give them names that differ "
+            "in letters, digits or '_.@+-' (other characters become '_')."
+        )
     for spec, kind in specs:
         cells += [Cell(spec.label, spec, b, s, kind) for b in cfg.budgets for s in cfg.seeds]
     return cells
@@ -420,7 +430,11 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, report: bool = True) -
     bar = tqdm(total=len(cells), initial=len(cells) - len(pending), desc="study cells", disable=not progress)
     for cell in pending:
         bar.set_postfix_str(cell.id, refresh=False)
-        runner.run_cell(cell)
+        # a second study process on the same output waits for the cell, then reuses it
+        with FileLock(runner.out / "cells" / f".{cell.id}.lock", timeout=None, what=f"study cell {cell.id}"):
+            if not runner.done(cell):
+                runner.run_cell(cell)
+        fault_point("study.cell")
         bar.update()
     bar.close()
     results = assemble(runner, cells)

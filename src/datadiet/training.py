@@ -40,6 +40,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
+from datadiet._faults import fault_point
+from datadiet._store_io import FileLock
 from datadiet.data.dataset import Dataset
 from datadiet.io import atomic_write_bytes, atomic_write_json, read_json
 from datadiet.models.base import ReferenceModel, check_number, inference_mode, seeded_torch, text_lengths
@@ -273,7 +275,8 @@ def train_reference(
         A labeled classification split.
     config : TrainConfig
     run_dir : str or path-like
-        Output folder; an unfinished run there with the same identity is resumed.
+        Output folder; an unfinished run there with the same identity is resumed. A second process
+        training into the same folder waits on the lock file ``<parent>/.<name>.lock``, then reuses the run.
     progress : bool
         Show tqdm bars.
 
@@ -284,6 +287,16 @@ def train_reference(
     _check_inputs(model, train, config)
     run_dir = Path(run_dir)
     identity = _identity(model, train, config)
+    # one trainer per run_dir: a second process waits here, then finds DONE and reuses the run
+    lock = FileLock(run_dir.parent / f".{run_dir.name}.lock", timeout=None, what=f"reference run '{run_dir}'")
+    with lock:
+        return _train_locked(model, train, config, run_dir, identity, progress)
+
+
+def _train_locked(
+    model: ReferenceModel, train: Dataset, config: TrainConfig, run_dir: Path, identity: dict[str, Any],
+    progress: bool,
+) -> ReferenceRun:  # fmt: skip
     _claim_run_dir(run_dir, identity, train, config)
     if (run_dir / "DONE").is_file():
         finished = ReferenceRun.open(run_dir)
@@ -298,7 +311,9 @@ def train_reference(
             loop.run_epoch(epoch)
             if epoch in config.checkpoint_schedule:
                 _write_checkpoint(run_dir, epoch, loop)
+                fault_point("train.checkpoint")
             loop.save(state_path)
+            fault_point("train.epoch")
     model.module.eval()
     _finish(run_dir, loop)
     return ReferenceRun.open(run_dir)
@@ -341,6 +356,7 @@ class _Loop:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+            fault_point("train.step")
         self.epoch, self.global_step = epoch, self.global_step + len(lrs)
         self.epoch_lrs.append(float(np.mean(lrs)))
         self._evaluate(epoch)
