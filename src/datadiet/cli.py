@@ -32,14 +32,19 @@ def _friendly_errors(func: F) -> F:
     """Turn user errors into one line on stderr and exit code 2.
 
     User errors: bad values and types, missing or unreadable files and folders (any ``OSError``: not found,
-    permission denied, a folder where a file is expected), unknown keys, and a missing optional dependency
-    (whose message says what to install).
+    permission denied, a folder where a file is expected), unknown keys, a missing optional dependency
+    (whose message says what to install), and a damaged cache entry (with the command that rebuilds it).
     """
+
+    from datadiet._store_io import StoreError
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except StoreError as exc:  # a damaged or locked cache entry: the whole message names the fix
+            typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+            raise typer.Exit(code=2) from None
         except (ValueError, TypeError, OSError, KeyError, ImportError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             typer.echo(f"error: {message}", err=True)
