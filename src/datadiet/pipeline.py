@@ -329,13 +329,32 @@ def _represent_gradients(stage: Stage, run: Any, run_id: str) -> dict[str, dict[
             "epochs": [int(c.epoch) for c in run.checkpoints],
             **_gradient_params(stage),
         }
-
-        def compute(parts: list[np.ndarray] = per_checkpoint, ds: Dataset = ds) -> Representation:
-            values = np.stack([np.asarray(p) for p in parts], axis=1)
-            return Representation(values, "gradients", ds.ids.astype(str))
-
-        index.update(_cached(stage, f"gradients/{split}", provenance, compute))
+        key = make_key(**provenance)
+        rep = stage.store.load(key)
+        if rep is None:
+            rep = _stack_checkpoints(stage, key, provenance, per_checkpoint, ds)
+        index.update(_entry(stage, f"gradients/{split}", key, rep))
     return index
+
+
+def _stack_checkpoints(
+    stage: Stage, key: str, provenance: dict[str, Any], parts: list[np.ndarray], ds: Dataset
+) -> Representation:
+    """The (N, checkpoints, dim) entry, written chunk by chunk from the per-checkpoint (N, dim) entries.
+
+    Neither the parts nor the result are ever whole in memory, so N is bounded by disk, not RAM.
+    """
+    from datadiet._chunks import release_pages
+
+    shape = (len(ds), len(parts), parts[0].shape[1])
+    with stage.store.writer(key, shape, np.float32, ds.ids.astype(str), provenance=provenance,
+                            kind="gradients", rebuild=_rebuild(stage)) as writer:  # fmt: skip
+        for start, stop in list(writer.pending()):
+            views = [part[start:stop] for part in parts]
+            writer.write(start, np.stack([np.asarray(view, dtype=np.float32) for view in views], axis=1))
+            for view in views:
+                release_pages(view)
+        return writer.finalize()
 
 
 def _gradient_params(stage: Stage) -> dict[str, Any]:
@@ -360,7 +379,7 @@ def _checkpoint_gradients(
     rep = stage.store.load(key)
     if rep is None:
         rep = _extract_resumably(stage, run, ds, ckpt, adam, key, provenance)
-    return np.asarray(rep.values)
+    return rep.values  # a memmap: the stacking below reads it in chunks
 
 
 def _extract_resumably(
