@@ -10,6 +10,7 @@ environment lookup. The sites, in pipeline order:
 ``train.step``            reference training, after an optimizer step (mid-epoch)
 ``train.checkpoint``      reference training, after an epoch's checkpoint files, before its resume state
 ``train.epoch``           reference training, after an epoch's resume state is saved
+``represent.hidden``      hidden-state extraction, after a chunk is written and marked done
 ``represent.chunk``       gradient extraction, after a chunk is written and marked done
 ``store.finalize``        a store write, after ``ids.npy`` is renamed into place, before ``values.npy``
                           and the manifest
@@ -25,8 +26,8 @@ import signal
 
 ENV = "DATADIET_FAULT"
 SITES = (
-    "train.step", "train.checkpoint", "train.epoch", "represent.chunk", "store.finalize", "io.rename",
-    "study.cell",
+    "train.step", "train.checkpoint", "train.epoch", "represent.hidden", "represent.chunk", "store.finalize",
+    "io.rename", "study.cell",
 )  # fmt: skip
 
 _hits: dict[str, int] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -289,27 +289,44 @@ def _represent_class_probs(stage: Stage, run: Any, run_id: str) -> dict[str, dic
 
 
 def _represent_hidden(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
-    from datadiet.representations.hidden import hidden_states
 
     index: dict[str, dict[str, Any]] = {}
     early = min(c.epoch for c in run.checkpoints)
     for which in stage.cfg.represent.hidden_stages:
         provenance = {"stage": "hidden", "run": run_id, "which": which, "early_epoch": early}
 
-        def compute(which: str = which) -> Representation:
-            if which == "pretrained" and stage.cfg.model.mode == "frozen":  # the encoder's own embedding
-                values = embeddings(stage, stage.train)
-                return Representation(values, "hidden", stage.train.ids.astype(str))
-            model = build_model(stage)
-            if which == "early":
-                run.load_checkpoint(model, early)
-            elif which == "final":
-                run.load_final(model)
-            values = hidden_states(model, stage.train, batch_size=stage.cfg.training.eval_batch_size)
-            return Representation(values, "hidden", stage.train.ids.astype(str))
+        if which == "pretrained" and stage.cfg.model.mode == "frozen":  # the encoder's own embedding
 
-        index.update(_cached(stage, f"hidden/{which}", provenance, compute))
+            def compute() -> Representation:
+                return Representation(embeddings(stage, stage.train), "hidden", stage.train.ids.astype(str))
+
+            index.update(_cached(stage, f"hidden/{which}", provenance, compute))
+            continue
+        key = make_key(**provenance)
+        rep = stage.store.load(key)
+        if rep is None:
+            job = _ModelJob(stage, run, which, early, stage.train)
+            rep = _extract_chunks(
+                stage, job, key, provenance, "hidden", _hidden_chunk, f"hidden states ({which})",
+                dim=_hidden_size(job), batch_size=stage.cfg.training.eval_batch_size,
+                fault_site="represent.hidden",
+            )  # fmt: skip
+        index.update(_entry(stage, f"hidden/{which}", key, rep))
     return index
+
+
+def _hidden_size(job: _ModelJob) -> int:
+    """Width of the pooled hidden state, from one example (the store entry is sized before extraction)."""
+    return int(_hidden_chunk(_model_worker(job), (0, 1)).shape[1])
+
+
+def _hidden_chunk(state: tuple[_ModelJob, Any, Any], piece: tuple[int, int]) -> np.ndarray:
+    """Pooled hidden states of rows ``start:stop``."""
+    from datadiet.representations.hidden import hidden_states
+
+    job, model, _ = state
+    batch_size = job.stage.cfg.training.eval_batch_size
+    return hidden_states(model, job.ds, batch_size=batch_size, progress=False, rows=np.arange(*piece))
 
 
 def _represent_gradients(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
@@ -385,55 +402,74 @@ def _checkpoint_gradients(
 def _extract_resumably(
     stage: Stage, run: Any, ds: Dataset, ckpt: Any, adam: bool, key: str, provenance: dict[str, Any]
 ) -> Representation:
-    """Fill the store entry chunk by chunk; a killed run redoes only the unfinished chunks.
-
-    Chunks are whole multiples of the batch size, so a resumed entry is bit-identical to a one-pass one.
-    """
+    """One checkpoint's projected gradients of ``ds``, chunk by chunk (see :func:`_extract_chunks`)."""
     g = stage.cfg.represent.gradients
-    batch_size = g.batch_size or stage.cfg.training.batch_size
-    shape = (len(ds), g.dim)
-    ids = ds.ids.astype(str)
-    with stage.store.writer(key, shape, np.float32, ids, provenance=provenance, kind="gradients",
+    job = _ModelJob(stage, run, "checkpoint", int(ckpt.epoch), ds, adam)
+    desc = f"gradients epoch {ckpt.epoch} ({ds.split})"
+    return _extract_chunks(
+        stage, job, key, provenance, "gradients", _gradient_chunk, desc,
+        dim=g.dim, batch_size=g.batch_size or stage.cfg.training.batch_size, fault_site="represent.chunk",
+    )  # fmt: skip
+
+
+def _extract_chunks(
+    stage: Stage, job: _ModelJob, key: str, provenance: dict[str, Any], kind: str,
+    chunk_fn: Callable[[Any, tuple[int, int]], np.ndarray], desc: str, *, dim: int, batch_size: int,
+    fault_site: str,
+) -> Representation:  # fmt: skip
+    """Fill a (N, dim) store entry chunk by chunk; a killed run redoes only the unfinished chunks.
+
+    The chunks (8 batches each, so a resumed entry is bit-identical to a one-pass one) are a stateful map on
+    the current engine: each worker loads the model once (Ray Data actors with ``--engine ray``), and the
+    driver writes every chunk as it arrives.
+    """
+    ids = job.ds.ids.astype(str)
+    with stage.store.writer(key, (len(job.ds), dim), np.float32, ids, provenance=provenance, kind=kind,
                             rebuild=_rebuild(stage), chunk_rows=batch_size * 8) as writer:  # fmt: skip
         pending = list(writer.pending())
-        job = _GradientJob(stage, run, int(ckpt.epoch), ds, adam, batch_size)
-        chunks = current_engine().map_stateful(_gradient_worker, _gradient_chunk, pending, job)
-        desc = f"gradients epoch {ckpt.epoch} ({ds.split})"
+        chunks = current_engine().map_stateful(_model_worker, chunk_fn, pending, job)
         for (start, _), values in tqdm(zip(pending, chunks, strict=True), total=len(pending), desc=desc):
             writer.write(start, values)
-            fault_point("represent.chunk")
+            fault_point(fault_site)
         return writer.finalize()
 
 
 @dataclasses.dataclass(frozen=True)
-class _GradientJob:
-    """What a worker needs to extract one checkpoint's gradients of ``ds`` (picklable, for Ray actors)."""
+class _ModelJob:
+    """A model state and the split it runs on: what a worker needs (picklable, for Ray actors).
+
+    ``which``: "pretrained", "early" / "checkpoint" (the weights of checkpoint ``epoch``) or "final".
+    """
 
     stage: Stage
     run: Any
+    which: str
     epoch: int
     ds: Dataset
-    adam: bool
-    batch_size: int
+    adam: bool = False
 
 
-def _gradient_worker(job: _GradientJob) -> tuple[_GradientJob, Any, Any, str]:
-    """Once per worker: the model with that checkpoint's weights, its Adam state and the gradient target."""
+def _model_worker(job: _ModelJob) -> tuple[_ModelJob, Any, Any]:
+    """Once per worker: the model with the job's weights, and that checkpoint's Adam state (if any)."""
     model = build_model(job.stage)
-    adam_state = job.run.load_checkpoint(model, job.epoch)  # loads that epoch's weights too
-    target = job.stage.cfg.represent.gradients.target
-    return job, model, adam_state, model.gradient_target() if target == "auto" else target
+    adam_state = None
+    if job.which in ("early", "checkpoint"):
+        adam_state = job.run.load_checkpoint(model, job.epoch)  # loads that epoch's weights too
+    elif job.which == "final":
+        job.run.load_final(model)
+    return job, model, adam_state
 
 
-def _gradient_chunk(state: tuple[_GradientJob, Any, Any, str], piece: tuple[int, int]) -> np.ndarray:
+def _gradient_chunk(state: tuple[_ModelJob, Any, Any], piece: tuple[int, int]) -> np.ndarray:
     """Projected gradients of rows ``start:stop`` (one chunk of the store entry)."""
     from datadiet.representations.gradients import per_sample_gradients
 
-    job, model, adam_state, target = state
+    job, model, adam_state = state
     g = job.stage.cfg.represent.gradients
+    target = model.gradient_target() if g.target == "auto" else g.target
     return per_sample_gradients(
         model.module,
-        batches(model, job.ds, job.batch_size, np.arange(*piece)),
+        batches(model, job.ds, g.batch_size or job.stage.cfg.training.batch_size, np.arange(*piece)),
         model.per_example_loss,
         target=target,
         dim=g.dim,

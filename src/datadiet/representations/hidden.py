@@ -11,8 +11,10 @@ from tqdm.auto import tqdm
 from datadiet.data.dataset import Dataset
 
 
-def hidden_states(model: Any, ds: Dataset, *, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """``model.pooled_hidden`` of every example of ``ds``, in order.
+def hidden_states(
+    model: Any, ds: Dataset, *, batch_size: int = 64, progress: bool = True, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """``model.pooled_hidden`` of every example of ``ds`` (or of its ``rows``), in order.
 
     Parameters
     ----------
@@ -20,18 +22,22 @@ def hidden_states(model: Any, ds: Dataset, *, batch_size: int = 64, progress: bo
         Any :class:`datadiet.models.base.ReferenceModel` (its ``collate`` and ``pooled_hidden``).
     ds : Dataset
     batch_size : int
+    progress : bool
+    rows : ndarray of int, optional
+        Only these rows, batched in their order (default: all rows).
 
     Returns
     -------
-    ndarray of shape (n_examples, hidden_size), float32
+    ndarray of shape (n_rows, hidden_size), float32
     """
+    rows = np.arange(len(ds)) if rows is None else np.asarray(rows)
     was_training = model.module.training
     model.module.eval()
     out = []
     try:
         with torch.no_grad():
-            for start in tqdm(range(0, len(ds), batch_size), desc="hidden states", disable=not progress):
-                batch = model.collate(ds, np.arange(start, min(start + batch_size, len(ds))))
+            for start in tqdm(range(0, len(rows), batch_size), desc="hidden states", disable=not progress):
+                batch = model.collate(ds, rows[start : start + batch_size])
                 out.append(model.pooled_hidden(batch).float().cpu().numpy())
     finally:
         model.module.train(was_training)
