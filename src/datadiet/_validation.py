@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import numbers
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -40,6 +42,11 @@ def as_finite_array(values: object, *, name: str, ndim: tuple[int, ...] | None =
         raise TypeError(f"{name} must be a numeric array; could not convert it ({exc}).") from exc
     if array.dtype == bool:
         array = array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise TypeError(
+            f"{name} has complex dtype {array.dtype}; datadiet selects on real values. Pass the real part, "
+            "the modulus, or the real and imaginary parts side by side as real features."
+        )
     if not np.issubdtype(array.dtype, np.number):
         raise TypeError(f"{name} must be a numeric array. Got dtype {array.dtype} instead.")
     if ndim is not None and array.ndim not in ndim:
@@ -94,3 +101,15 @@ def check_labels(labels: object, n: int) -> np.ndarray:
         if len(kinds) > 1:
             raise TypeError(f"labels mix types {sorted(kinds)}; use one type (all int or all str).")
     return array
+
+
+def did_you_mean(name: object, options: Iterable[str]) -> str:
+    """A " Did you mean 'x'?" hint for an unknown ``name`` (empty when nothing is close).
+
+    >>> did_you_mean("semdedpu", ["semdedup", "s2l"]), did_you_mean("zzz", ["semdedup"])
+    (" Did you mean 'semdedup'?", '')
+    """
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, [str(o) for o in options], n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""

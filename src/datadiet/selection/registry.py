@@ -6,6 +6,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from datadiet._validation import did_you_mean
+
 T = TypeVar("T")
 
 
@@ -43,7 +45,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> type[T]:
         if name not in self._entries:
-            raise ValueError(f"Unknown {self.what} {name!r}. Available: {self.names()}.")
+            hint = did_you_mean(name, self.names())
+            raise ValueError(f"Unknown {self.what} {name!r}.{hint} Available: {self.names()}.")
         return self._entries[name]
 
     def parameters(self, name: str) -> dict[str, Any]:
@@ -56,8 +59,10 @@ class Registry(Generic[T]):
         valid = self.parameters(name)
         unknown = sorted(set(params) - set(valid))
         if unknown:
+            hint = did_you_mean(unknown[0], valid)
             raise ValueError(
-                f"Unknown parameter(s) {unknown} for {self.what} {name!r}. Valid: {sorted(valid) or 'none'}."
+                f"Unknown parameter(s) {unknown} for {self.what} {name!r}.{hint} "
+                f"Valid: {sorted(valid) or 'none'}."
             )
         return cls(**params)
 
