@@ -18,7 +18,8 @@ from datadiet.models.encoder import (
     weights_fingerprint,
 )
 from datadiet.training import TrainConfig, train_reference
-from tests.models.toy_models import make_tiny_bert, toy_dataset
+from tests.helpers import assert_float32_path_close
+from tests.models.toy_models import float64_copy, make_tiny_bert, toy_dataset
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +195,8 @@ def test_minilm_lora_epoch_lowers_the_loss(tmp_path):
     config = TrainConfig(epochs=1, batch_size=4, lr=5e-3, warmup_ratio=0.0)
     run = train_reference(model, ds, config, tmp_path / "run", progress=False)
     assert run.prob.shape == (16, 1) and model.pooled_hidden(batch).shape == (16, 384)
-    np.testing.assert_allclose(
-        run.loss[:, 0], model.per_example_loss(model.module, batch).detach(), atol=1e-5
-    )
+    # the evaluation pass batched the rows by length, in another order: the same losses up to rounding
+    twin = float64_copy(model)
+    loss, loss64 = (m.per_example_loss(m.module, batch).detach() for m in (model, twin))
+    assert_float32_path_close(run.loss[:, 0], loss, loss64)
     assert run.loss[:, 0].mean() < before.mean().item()

@@ -14,7 +14,8 @@ from datadiet.models.encoder import LoraSettings, embedded_encoder_path
 from datadiet.models.multiple_choice import CHOICE_MASK, EncoderMultipleChoice
 from datadiet.representations.gradients import per_sample_gradients, per_sample_gradients_loop
 from datadiet.training import TrainConfig, predict, train_reference
-from tests.models.toy_models import FILLER, NEGATIVE, POSITIVE, make_tiny_bert
+from tests.helpers import assert_float32_path_close, decisive
+from tests.models.toy_models import FILLER, NEGATIVE, POSITIVE, float64_copy, make_tiny_bert
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +105,9 @@ def test_mixed_option_counts_pad_with_a_masked_dummy(bert_dir):
     logits = model.logits(batch)
     assert logits.shape == (4, 3) and batch[CHOICE_MASK].sum(1).tolist() == [2, 3, 2, 3]
     assert torch.isinf(logits[[0, 2], 2]).all() and torch.isfinite(logits[[1, 3]]).all()
-    alone = model.logits(model.collate(ds, np.array([0])))
-    torch.testing.assert_close(logits[0, :2], alone[0], atol=1e-5, rtol=1e-5)
+    alone_batch = model.collate(ds, np.array([0]))
+    alone, alone64 = model.logits(alone_batch), float64_copy(model).logits(alone_batch)
+    assert_float32_path_close(logits[0, :2], alone[0], alone64[0])  # padded with a dummy vs alone
     assert torch.isfinite(model.per_example_loss(model.module, batch)).all()
     hidden = model.pooled_hidden(batch)
     expected = _pooler(model, batch)
@@ -134,7 +136,11 @@ def test_train_reference_records_option_dynamics_and_learns(bert_dir, tmp_path):
     assert run.loss[:, 1].mean() < before.mean().item() - 0.1  # ln 2 -> about 0.34
     predicted = predict(model, ds, batch_size=16)
     assert predicted.shape == (48,) and set(predicted.tolist()) <= {0, 1}
-    np.testing.assert_array_equal(predicted == ds.labels, run.correct[:, 1].astype(bool))
+    # predict's batches of 16 and the evaluation pass's batch of 48 round differently: their argmax
+    # agree wherever the two logits are further apart than the float32 noise
+    sure = decisive(model.logits(batch), float64_copy(model).logits(batch))
+    assert sure.mean() > 0.9
+    np.testing.assert_array_equal((predicted == ds.labels)[sure], run.correct[sure, 1].astype(bool))
 
 
 @pytest.mark.parametrize("options", [(2,), (2, 3)])
@@ -148,7 +154,10 @@ def test_per_sample_gradients_fold_options_example_major(bert_dir, options):
     n_lora = sum(p.numel() for name, p in model.trainable_parameters() if ".lora_" in name)
     assert batched.shape == (6, n_lora) and np.isfinite(batched).all()
     assert (np.linalg.norm(batched, axis=1) > 0).all()
-    np.testing.assert_allclose(batched, loop, rtol=1e-4, atol=1e-6)
+    twin = float64_copy(model)
+    assert_float32_path_close(
+        batched, loop, per_sample_gradients_loop(twin.module, batches, twin.per_example_loss, **kwargs)
+    )
     projected = per_sample_gradients(model.module, batches, model.per_example_loss, **{**kwargs, "dim": 16})
     assert projected.shape == (6, 16) and np.isfinite(projected).all()
 

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from datadiet.data.dataset import Dataset
+
+Model = TypeVar("Model")
+
+
+def float64_copy(model: Model) -> Model:
+    """A deep copy of a reference model whose module runs in float64 (the float32 weights, exactly).
+
+    The float64 reference for float32 results of another code path (batched, padded, split otherwise).
+    """
+    twin = copy.deepcopy(model)
+    twin.module.double()
+    return twin
+
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "poor", "boring", "dull"]

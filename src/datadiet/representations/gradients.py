@@ -470,6 +470,7 @@ def per_sample_gradients(
     --------
     >>> import torch
     >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
     >>> def loss_fn(module, batch):
     ...     return nn.functional.cross_entropy(module(batch["x"]), batch["y"], reduction="none")
@@ -478,7 +479,7 @@ def per_sample_gradients(
     (5, 16)
     >>> exact = per_sample_gradients(model, batches, loss_fn, target="linear", dim=None, progress=False)
     >>> loop = per_sample_gradients_loop(model, batches, loss_fn, target="linear", dim=None, progress=False)
-    >>> exact.shape, bool(abs(exact - loop).max() < 1e-6)
+    >>> exact.shape, bool(abs(exact - loop).max() <= 1e-5 * abs(loop).max())  # up to float32 rounding
     ((5, 23), True)
     """
     layers = _plan(

@@ -16,10 +16,11 @@ in memory where a dense matrix would not (1M x 4096: 50 MB instead of 16 GB).
 name, in_dim, out_dim, device)``, within :func:`set_cache_limit` bytes (2 GiB by default): repeated
 calls (one per batch) run at GEMM speed. TRAK's ``BasicProjector`` regenerates its blocks at every
 call. A matrix larger than the limit keeps its leading blocks cached and regenerates the rest at each
-call. Outputs depend only on the seed, name, shapes and input rows: the same in every run and for
-every split of the rows into batches (tested bit for bit). BLAS picks its kernel and thread split
-from the product's shape, so a row's bits could depend on the batch size; rows are therefore
-multiplied in zero-padded groups of ``ROW_GROUP`` (32), one fixed shape per matrix.
+call. The matrix depends only on the seed, name and shapes; the outputs of one configuration (cache limit
+included) are the same in every run and for every split of the rows into batches (tested bit for bit),
+while a cached and a streamed matrix give the same products only up to float32 rounding. BLAS picks its
+kernel and thread split from the product's shape, so a row's bits could depend on the batch size; rows are
+therefore multiplied in zero-padded groups of ``ROW_GROUP`` (32), one fixed shape per matrix.
 
 **Scale.** Entries are scaled by ``1/sqrt(k)``, so ``E ||P^T x||^2 = ||x||^2`` and ``E <P^T x, P^T y>
 = <x, y>``. The TRAK and LESS projectors do not scale (their features are ``sqrt(k)`` times ours). The
@@ -450,9 +451,11 @@ class FactorizedProjector:
     >>> proj = FactorizedProjector(40, 36, dim=16, bias=True, seed=0, name="fc")
     >>> proj.mode, (proj.k_out, proj.k_in)
     ('kronecker', (4, 4))
-    >>> a, delta = torch.randn(2, 5, 36), torch.randn(2, 5, 40)
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> a, delta = torch.randn(2, 5, 36, generator=generator), torch.randn(2, 5, 40, generator=generator)
     >>> grad = torch.einsum("bto,bti->boi", delta, a)
-    >>> torch.allclose(proj.project(a, delta), proj.project_gradient(grad, delta.sum(1)), atol=1e-4)
+    >>> fast, slow = proj.project(a, delta), proj.project_gradient(grad, delta.sum(1))
+    >>> bool((fast - slow).abs().max() <= 1e-5 * slow.abs().max())  # the same map, up to float32 rounding
     True
     >>> FactorizedProjector(8, 384, dim=1024, name="lora_A").mode
     'rows'
