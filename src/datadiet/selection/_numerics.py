@@ -18,6 +18,7 @@ significant bits than the dtype promises, so no rescaling can recover its direct
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -127,3 +128,200 @@ def check_magnitudes(x: np.ndarray, *, name: str) -> None:
             "Rescale the representation where it is made (selection does not depend on its scale) or "
             "store it as float64."
         )
+
+
+# --- norms and scores without over- or underflow (self_influence, less, ccs, el2n, cartography) -----------
+
+
+class ScoresRescaledWarning(UserWarning):
+    """Scores that float64 cannot hold as they are were reported times one power of two (same ranking)."""
+
+
+def scale_exponent(x: np.ndarray) -> int:
+    """The int ``e`` with ``max |x| * 2**e`` in [0.5, 1) (0 for an all-zero array), read in row chunks.
+
+    Unlike :func:`global_scale` the exponent is not capped, so ``np.ldexp(x, e)`` rescales any finite array.
+
+    >>> scale_exponent(np.array([3.0, -1.0])), scale_exponent(np.zeros(2)), scale_exponent(np.array([1e-320]))
+    (-2, 0, 1063)
+    """
+    peak = max_abs(x)
+    return 0 if peak == 0 or not math.isfinite(peak) else -math.frexp(peak)[1]
+
+
+def row_exponents(block: np.ndarray, axis: int | tuple[int, ...] = -1) -> np.ndarray:
+    """Per row, the int ``e`` with the row's largest ``|value|`` (over ``axis``) times ``2**e`` in [0.5, 1).
+
+    Zero rows get 0.
+
+    >>> row_exponents(np.array([[3.0, -1.0], [0.0, 0.0], [0.5, 0.25]])).tolist()
+    [-2, 0, 0]
+    """
+    peak = np.max(np.abs(np.asarray(block, dtype=np.float64)), axis=axis)
+    return -np.frexp(peak)[1].astype(np.int64)
+
+
+def weighted_square_norms(block: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``sum_c w_c ||block[:, c]||**2`` per row as ``(mantissa, exponent)``, value ``mantissa * 2**exponent``.
+
+    Nothing unscaled is squared: every (row, c) vector is multiplied by the power of two that brings its
+    largest ``|value|`` into [0.5, 1) before its squared norm is taken; that norm and ``w_c`` are split into
+    mantissa and exponent (``np.frexp``), and a row's terms are added at the exponent of its largest term.
+    So the result keeps full float64 precision for any finite gradients and any weights >= 0 (subnormal
+    ones included); the mantissa is 0 exactly when the sum is (every weight or vector 0), else >= 0.25.
+
+    Parameters
+    ----------
+    block : ndarray of shape (n, C, d)
+        Any float dtype (read as float64).
+    weights : ndarray of shape (C,)
+        Finite weights >= 0.
+
+    Returns
+    -------
+    mantissa : ndarray of shape (n,), float64
+    exponent : ndarray of shape (n,), int64
+
+    Examples
+    --------
+    >>> block = np.array([[[3.0, 4.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    >>> m, e = weighted_square_norms(block, np.ones(2))
+    >>> np.ldexp(m, e).tolist()
+    [26.0, 0.0]
+    >>> m, e = weighted_square_norms(np.array([[[3e-200, 4e-200]]]), np.ones(1))  # 2.5e-399: no float64
+    >>> round(float(np.log10(m[0]) + e[0] * np.log10(2.0)), 6)
+    -398.60206
+    """
+    block = np.asarray(block, dtype=np.float64)
+    row_exp = row_exponents(block, axis=-1)  # (n, C)
+    scaled = np.ldexp(block, row_exp[..., None])
+    square, square_exp = np.frexp(np.einsum("ncd,ncd->nc", scaled, scaled))
+    weight, weight_exp = np.frexp(np.asarray(weights, dtype=np.float64))
+    mantissa = square * weight  # each in [0.25, 1), or 0
+    exponent = square_exp + weight_exp - 2 * row_exp  # int64
+    live = mantissa > 0
+    top = np.where(live, exponent, np.iinfo(np.int64).min).max(axis=1)
+    top = np.where(live.any(axis=1), top, 0)
+    with np.errstate(under="ignore"):
+        terms = np.ldexp(mantissa, np.where(live, exponent - top[:, None], 0))
+    return terms.sum(axis=1), top
+
+
+def as_float64_scores(mantissa: np.ndarray, exponent: np.ndarray, *, what: str) -> np.ndarray:
+    """``mantissa * 2**exponent`` as float64 scores: exactly those values when float64 holds them all.
+
+    When some value overflows, or a nonzero one falls below the smallest normal float64 (``tiny``), every
+    value is instead multiplied by the one power of two ``2**-t`` that brings the largest into [0.5, 1), and
+    a :class:`ScoresRescaledWarning` says so: the ranking is the same, the scores are in units of ``2**t``.
+
+    Raises
+    ------
+    ValueError
+        If even then a nonzero value is below ``tiny`` (the values span more than float64's normal range,
+        about 1e308, so they cannot be ranked together), naming the rows.
+    """
+    mantissa = np.asarray(mantissa, dtype=np.float64)
+    exponent = np.asarray(exponent, dtype=np.int64)
+    nonzero = mantissa != 0
+    with np.errstate(over="ignore", under="ignore"):
+        direct = np.ldexp(mantissa, exponent)
+    if _holds(direct, nonzero):
+        return direct
+    top = int(np.max((exponent + np.frexp(mantissa)[1])[nonzero]))
+    with np.errstate(under="ignore"):
+        shifted = np.ldexp(mantissa, exponent - top)
+    lost = np.flatnonzero(nonzero & (np.abs(shifted) < np.finfo(np.float64).tiny))
+    if len(lost):
+        raise ValueError(
+            f"{what}: {len(lost)} rows (first: {lost[:5].tolist()}) are more than 2**1022 times smaller "
+            f"than the largest (about 2**{top}), which float64 cannot hold together: they would rank as ties "
+            "at 0. Drop those examples, or set their inputs to 0 to rank them last on purpose."
+        )
+    warnings.warn(
+        f"{what} lie outside float64's range as they are (the largest is about 2**{top}); they are reported "
+        f"times 2**{-top}, which brings the largest into [0.5, 1) (the ranking is unchanged).",
+        ScoresRescaledWarning,
+        stacklevel=3,
+    )
+    return shifted
+
+
+def _holds(values: np.ndarray, nonzero: np.ndarray) -> bool:
+    """Whether every value is finite and every nonzero one a normal float64."""
+    return bool(np.isfinite(values).all() and (np.abs(values[nonzero]) >= np.finfo(np.float64).tiny).all())
+
+
+def check_checkpoint_magnitudes(x: np.ndarray, *, name: str) -> None:
+    """:func:`check_magnitudes` for each checkpoint of (n, C, d) gradients (each is normalised on its own).
+
+    Refuses examples with a checkpoint whose values are nonzero but all subnormal; (n, d) input is one
+    checkpoint, exactly :func:`check_magnitudes`.
+    """
+    if x.ndim != 3:
+        check_magnitudes(x, name=name)
+        return
+    if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+        return
+    tiny = float(np.finfo(x.dtype).tiny)
+    bad: list[tuple[int, int]] = []
+    n_bad = 0
+    for start, block in iter_row_chunks(x, chunk_rows_for(x)):
+        peak = np.max(np.abs(block), axis=2)
+        rows, checkpoints = np.nonzero((peak > 0) & (peak < tiny))
+        n_bad += len(np.unique(rows))
+        room = max(0, 5 - len(bad))
+        bad.extend(zip((start + rows[:room]).tolist(), checkpoints[:room].tolist(), strict=True))
+    if n_bad:
+        raise ValueError(
+            f"{name} has {n_bad} examples with a checkpoint whose values are all subnormal (first (example, "
+            f"checkpoint): {bad[:5]}; below {tiny:.3g}, the smallest normal {x.dtype}), so its direction "
+            "carries too few significant bits to compare reliably. Rescale the gradients where they are made "
+            "(the selection does not depend on their scale) or store them as float64."
+        )
+
+
+# --- scale and norms for the clustering selectors (kmeans, prototypicality, semdedup, s2l) ---------------
+
+
+def checked_scale(x: np.ndarray, *, name: str) -> float:
+    """:func:`global_scale` of ``x`` after :func:`check_magnitudes`, in one chunked pass over ``x``.
+
+    Raises
+    ------
+    ValueError
+        The message of :func:`check_magnitudes`, when some row is nonzero but entirely subnormal.
+    """
+    if x.size == 0:
+        return 1.0
+    tiny = float(np.finfo(x.dtype).tiny) if np.issubdtype(x.dtype, np.floating) else 0.0
+    best, subnormal_rows = 0.0, False
+    for _, block in iter_row_chunks(x, chunk_rows_for(x)):
+        values = block if np.issubdtype(block.dtype, np.floating) else np.asarray(block, dtype=np.float64)
+        peak = np.max(np.abs(values.reshape(len(values), -1)), axis=1)
+        best = max(best, float(np.max(peak, initial=0.0)))
+        subnormal_rows = subnormal_rows or bool(np.any((peak > 0) & (peak < tiny)))
+    if subnormal_rows:
+        check_magnitudes(x, name=name)  # raises, naming the rows
+    return power_of_two_scale(best)
+
+
+def row_norms(block: np.ndarray) -> np.ndarray:
+    """The L2 norm of each row of a 2-D float ``block``, in its dtype, without over- or underflow.
+
+    Each row is multiplied by the power of two that brings its largest ``|value|`` into [0.5, 1) before
+    squaring, and the norm divided by it after. Multiplying by ``2**e`` and squaring scales every square
+    and every partial sum by ``4**e`` exactly, and a square root of ``4**e * s`` is exactly ``2**e`` times
+    that of ``s``, so the result equals ``sqrt(einsum("ij,ij->i", block, block))`` bit for bit whenever no
+    square of ``block`` over- or underflows, and stays accurate to rounding when one would.
+
+    >>> (row_norms(np.array([[3e-30, 4e-30], [0.0, 0.0]], dtype=np.float32)) * 1e30).round(4).tolist()
+    [5.0, 0.0]
+    """
+    if block.shape[1] == 0:
+        return np.zeros(len(block), dtype=block.dtype)
+    peak = np.max(np.abs(block), axis=1)
+    _, exponents = np.frexp(peak)
+    finfo = np.finfo(block.dtype)
+    factors = np.ldexp(np.ones_like(peak), np.clip(-exponents, finfo.minexp, finfo.maxexp - 2))
+    wide = block * factors[:, None]
+    return np.sqrt(np.einsum("ij,ij->i", wide, wide)) / factors

@@ -2,8 +2,8 @@
 
 Definition
 ----------
-``kmeans(x, n_clusters, metric=..., rng=...)`` seeds with greedy k-means++, runs Lloyd iterations, then
-assigns every row in chunks:
+``kmeans(x, n_clusters, metric=..., rng=...)`` seeds with k-means|| then greedy k-means++, runs Lloyd
+iterations, then assigns every row in chunks:
 
 - ``metric="euclidean"``: label = nearest centroid, distance = ``||x - c||`` (not squared).
 - ``metric="cosine"`` (spherical): rows are L2-normalised (zero rows stay zero), centroids are unit norm,
@@ -11,7 +11,25 @@ assigns every row in chunks:
   every centroid: cluster 0, distance 1).
 
 ``n_clusters=None`` means :func:`default_n_clusters` (``round(sqrt(n))``). A request above the number of
-distinct rows (distinct directions, for cosine) is lowered to it with a :class:`NClustersClampedWarning`.
+distinct rows (distinct directions of the nonzero rows, for cosine) is lowered to it with a
+:class:`NClustersClampedWarning`. When ``n_clusters`` equals that number, the answer is exact and no
+k-means runs: every distinct row (direction) is its own cluster, numbered in order of first occurrence.
+
+Scale
+-----
+Nothing squares a raw value. Rows that are nonzero but entirely subnormal are refused
+(:func:`~datadiet.selection._numerics.check_magnitudes`): their direction has lost precision. Then:
+
+- Euclidean: the whole input is multiplied by the one power of two ``s`` that brings ``max |x|`` into
+  [0.5, 1) (:func:`~datadiet.selection._numerics.global_scale`); the fit and the assignment run on
+  ``s * x``, and centroids and distances are divided by ``s`` at the end (reported in the input's units;
+  ``KMeansResult.scale`` and ``scaled_distances`` keep the fitted units). Multiplying by a power of two
+  is exact, so ``x`` and ``x * 2**e`` give the same labels bit for bit, and distances and centroids
+  exactly ``2**e`` times the others, wherever the values stay normal numbers. A float32 distance beyond
+  float32's range (``max |x|`` within a factor ``2 sqrt(d)`` of 3.4e38) is reported as inf; its
+  ``scaled_distances`` entry is finite.
+- Cosine: each row is scaled by its own power of two, then divided by its norm
+  (:func:`~datadiet.selection._numerics.unit_rows`), so any positive rescaling of a row leaves it unchanged.
 
 Engines
 -------
@@ -19,10 +37,27 @@ Engines
 
 1. *Fitting sample*: at most ``max_points_per_centroid * k`` rows (faiss's own cap, 256 by default), drawn
    from ``rng`` without replacement and read in ascending row order; every row when ``n`` is smaller.
-2. *Seeding*: greedy k-means++ (D^2 sampling keeping the best of ``4 * (2 + ln k)`` candidates per seed,
-   four times scikit-learn's count, so fewer separated clusters are left without a seed) in numpy, from
-   ``rng``, on at most ``32 * k`` rows of the fitting sample. faiss's own random init is not used: on
-   well-separated blobs it ends with about 2.5 times the inertia.
+   A cluster is found only if the sample holds some of its rows: always when the sample is every row.
+2. *Seeding*, in numpy from ``rng``, on the whole fitting sample:
+
+   a. k-means|| (Bahmani et al. 2012, "Scalable k-means++"): one uniform row, then 5 rounds in which
+      every row is drawn independently with probability ``min(1, k * D(x)**2 / phi)``, ``D`` its distance
+      to the nearest row drawn so far, ``phi`` the sum of ``D**2`` (about ``k`` rows a round).
+   b. Each drawn row is replaced by the mean of its cell (the sample rows nearest to it), weighted by
+      the cell's size.
+   c. Greedy k-means++ on those weighted means: the first seed drawn by weight, each next one the best,
+      by resulting weighted potential, of ``4 * (2 + int(ln k))`` candidates drawn with probability
+      proportional to weight times squared distance to the nearest seed (four times scikit-learn's
+      number of candidates).
+
+   Cost: about ``5 k`` distances per sample row, then per seed ``4 (2 + ln k)`` candidates against the
+   about ``5 k`` means: O(sample * k * d * ln k) in all. Every row of a cluster without a drawn row has a
+   large ``D``, so each round draws the clusters the earlier ones missed, small ones included; and a
+   cell mean lies much nearer its cluster's centre than a single row does, so the greedy step sees the
+   unseeded clusters' mass above the seeded ones' scatter. So well-separated clusters (a cluster's size
+   times its squared distance to the others well above the whole within-cluster scatter) are found,
+   small ones included, for every seed, whenever the sample holds every row. faiss's own random init
+   is not used: on well-separated blobs it ends with about 2.5 times the inertia.
 3. *Lloyd*: ``faiss.Clustering`` from those seeds on the fitting sample, float32, until the objective
    improves by less than ``tol`` (relative) or after ``max_iter`` iterations. For cosine, faiss
    re-normalises the centroids at every iteration (``spherical=True``) and assigns by inner product.
@@ -30,30 +65,40 @@ Engines
 4. *Assignment*: every row, in chunks, in the input's precision (float32 stays float32, anything else is
    float64), with the same exact-distance rule for both engines.
 
-``engine="sklearn"``: scikit-learn's ``KMeans(init="k-means++")`` on every row, in memory, with its
-center-shift ``tol``; the same chunked assignment. The two engines give partitions of equal quality (on
-blobs the faiss engine's inertia is at or below scikit-learn's) but not the same bits; the faiss engine is
-an order of magnitude faster (``bench/bench_kmeans.py``).
+``engine="sklearn"``: scikit-learn's ``KMeans(init="k-means++")`` on every (scaled) row, in memory, with
+its center-shift ``tol``; the same chunked assignment. The two engines give partitions of equal quality
+but not the same bits; the faiss engine is an order of magnitude faster (``bench/bench_kmeans.py``).
 
 The reference codes (S2L, SemDeDup, Du et al.) run faiss with its random init and ``niter`` 20 or 100; the
 clusters here match theirs in kind, not bit for bit.
 
+Bounds
+------
+``n_clusters`` >= 1 (lowered to the number of distinct rows, counted by 128-bit row digests, 16 bytes a
+row, stopping as soon as more than ``n_clusters`` are seen), ``n_init`` in [1, 100], ``max_iter`` in
+[1, 10000], ``tol`` a finite float >= 0, ``max_points_per_centroid`` >= 1 (the sample never exceeds ``n``
+rows). So memory is at most a few copies of ``n x d`` whatever the parameters, and time at most
+``n_init`` seedings and ``n_init * max_iter`` Lloyd iterations of O(sample * k * d) each; ``n_clusters``
+at or above the number of distinct rows costs one O(n * d) pass.
+
 Memory
 ------
 ``x`` may be a read-only ``np.memmap`` much larger than RAM. The faiss engine reads it in row chunks
-(finiteness check, distinct-row count, normalisation, assignment), releasing each chunk's pages, and holds
-in memory only the float32 fitting sample (``max_points_per_centroid * k * d * 4`` bytes), the centroids
-and the ``n``-long ``labels`` and ``distances``. :func:`assign` labels further rows (another shard, a
-memmap) against fitted centroids the same way. The sklearn engine needs the whole (normalised) data in
-memory.
+(finiteness and magnitude checks, distinct-row count, normalisation, assignment), releasing each chunk's
+pages, and holds in memory only the float32 fitting sample (``max_points_per_centroid * k * d * 4``
+bytes), the centroids and the ``n``-long ``labels`` and ``distances``. :func:`assign` labels further rows
+(another shard, a memmap) against fitted centroids the same way. The sklearn engine needs the whole
+(normalised or scaled) data in memory.
 
 Determinism
 -----------
 The same ``rng`` state gives the same centroids, labels and distances bit for bit on one machine, for
 in-memory and memory-mapped input alike. faiss runs with at most two OpenMP threads (its setting is
-restored afterwards); scikit-learn adds per-thread partial sums in whichever order the threads finish, so
-it too gets at most two (two partial sums commute). With faiss-gpu and a visible GPU (used automatically
-for fitting and assignment), results are reproducible only up to floating-point reduction order.
+restored afterwards) and the seeding's large products with two BLAS threads (OpenBLAS's GEMM splits
+its output between threads, each entry summed by one, so the bits do not depend on the count: tested);
+scikit-learn adds per-thread partial sums in whichever order the threads finish, so it too gets at most
+two (two partial sums commute). With faiss-gpu and a visible GPU (used automatically for fitting and
+assignment), results are reproducible only up to floating-point reduction order.
 """
 
 from __future__ import annotations
@@ -68,8 +113,17 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from datadiet._chunks import chunk_rows_for, iter_row_chunks, release_pages
+from datadiet._chunks import chunk_rows_for, iter_row_chunks, release_pages, take_rows
 from datadiet._validation import as_finite_array, check_rng
+from datadiet.selection._numerics import (
+    checked_scale,
+    float_dtype,
+    max_abs,
+    power_of_two_scale,
+    row_norms,
+    scaled,
+    unit_rows,
+)
 from datadiet.selection.base import param_error
 
 try:
@@ -79,10 +133,15 @@ except ImportError:  # pragma: no cover - faiss is the optional extra "fast"
 
 METRICS: tuple[str, ...] = ("euclidean", "cosine")
 ENGINES: tuple[str, ...] = ("auto", "faiss", "sklearn")
+MAX_N_INIT = 100
+MAX_ITER = 10_000
 _CHUNK_ENTRIES = 1 << 22  # row-by-centroid (and row-by-feature) entries per chunk (32 MiB of float64)
 _OPENMP_THREADS = 2
-_SEED_POINTS_PER_CENTROID = 32  # rows per centroid in the k-means++ seeding sample
+_PARALLEL_ROUNDS = 5  # k-means|| rounds (Bahmani et al.: 5 rounds suffice)
+_OVERSAMPLING = 1  # k-means|| draws about _OVERSAMPLING * k rows per round
+_SEED_CHUNK_ENTRIES = 1 << 18  # row-by-drawn-row products per chunk of the seeding (1 MiB of float32)
 _TRIALS_FACTOR = 4  # candidates per seed, as a multiple of scikit-learn's 2 + ln k
+_DIGEST = np.dtype([("a", "<u8"), ("b", "<u8")])
 
 
 class NClustersClampedWarning(UserWarning):
@@ -96,16 +155,26 @@ class KMeansResult:
     Parameters
     ----------
     centroids : ndarray of shape (n_clusters, d)
-        Cluster centres (unit norm for ``metric="cosine"``).
+        Cluster centres in the input's units (unit norm for ``metric="cosine"``).
     labels : ndarray of shape (n_examples,)
         Cluster id of every row (int64).
     distances : ndarray of shape (n_examples,)
-        Distance of every row to its own centroid under the fitted metric.
+        Distance of every row to its own centroid under the fitted metric, in the input's units.
+    scale : float, default=1.0
+        The power of two the rows were multiplied by for the fit (Euclidean; 1 for cosine).
+    scaled_distances : ndarray of shape (n_examples,), optional
+        ``distances * scale``, as computed (always finite); defaults to ``distances``.
     """
 
     centroids: np.ndarray
     labels: np.ndarray
     distances: np.ndarray
+    scale: float = 1.0
+    scaled_distances: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.scaled_distances is None:
+            object.__setattr__(self, "scaled_distances", self.distances)
 
     @property
     def n_clusters(self) -> int:
@@ -150,6 +219,8 @@ def check_choice(owner: str, name: str, value: object, options: tuple[str, ...])
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """A new array of the rows of ``x`` scaled to unit L2 norm; zero rows stay zero.
 
+    Computed by :func:`~datadiet.selection._numerics.unit_rows`, so no square over- or underflows.
+
     Parameters
     ----------
     x : ndarray of shape (n, d)
@@ -162,9 +233,8 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     >>> normalize_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
     [[0.6, 0.8], [0.0, 0.0]]
     """
-    x = _as_float(x)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    x = np.asarray(x)
+    return unit_rows(x, float_dtype(x))
 
 
 def kmeans(
@@ -178,6 +248,7 @@ def kmeans(
     tol: float = 1e-4,
     engine: str = "auto",
     max_points_per_centroid: int = 256,
+    name: str = "x",
 ) -> KMeansResult:
     """Cluster the rows of ``x`` (see the module docstring for the exact definition).
 
@@ -192,9 +263,9 @@ def kmeans(
         "cosine" is spherical k-means on L2-normalised rows.
     rng : int or numpy.random.Generator
         Source of every random draw (fitting sample, seeding, the engine's own seed).
-    n_init : int, default=1
-        Number of k-means++ restarts (the best objective wins).
-    max_iter : int, default=300
+    n_init : int in [1, 100], default=1
+        Number of seeding restarts (the best objective wins).
+    max_iter : int in [1, 10000], default=300
         Lloyd iterations per restart, at most.
     tol : float, default=1e-4
         Convergence tolerance: relative objective change (faiss) or relative center shift (sklearn).
@@ -202,11 +273,18 @@ def kmeans(
         "auto" is "faiss" when faiss is installed, else "sklearn".
     max_points_per_centroid : int, default=256
         The faiss engine fits on at most ``max_points_per_centroid * n_clusters`` sampled rows.
+    name : str, default="x"
+        What to call ``x`` in error messages (the selectors pass ``"rep.values"``).
 
     Returns
     -------
     KMeansResult
         ``centroids`` of shape (n_clusters, d), ``labels`` and ``distances`` of shape (n_examples,).
+
+    Raises
+    ------
+    ValueError
+        For NaN/inf, for rows whose values are all subnormal, or for a bad parameter.
 
     Examples
     --------
@@ -215,43 +293,63 @@ def kmeans(
     >>> sorted(result.sizes().tolist()), result.distances.tolist()
     ([2, 2], [0.5, 0.5, 0.5, 0.5])
     """
-    x = as_finite_array(x, name="x", ndim=(2,))
+    x = as_finite_array(x, name=name, ndim=(2,))
     if x.shape[1] == 0:
-        raise ValueError(f"x must have at least one feature column. Got shape {x.shape} instead.")
+        raise ValueError(f"{name} must have at least one feature column. Got shape {x.shape} instead.")
     _check_params(n_clusters, metric, n_init, max_iter, tol, engine, max_points_per_centroid)
     engine = _resolve_engine(engine)
     rng = check_rng(rng)
-    requested = default_n_clusters(len(x)) if n_clusters is None else int(n_clusters)
-    k = _clamp_to_distinct(x, requested, metric)
-    if k < requested:
-        warnings.warn(
-            f"n_clusters={requested} is more than the {k} distinct rows of x; using n_clusters={k}.",
-            NClustersClampedWarning,
-            stacklevel=2,
-        )
+    scale = checked_scale(x, name=name) if metric == "euclidean" else _checked_unit(x, name)
+    k, groups = _clamped_n_clusters(x, n_clusters, metric, scale, name)
+    if groups is not None:
+        centroids, labels, distances = _each_distinct_row_a_cluster(x, groups, metric, scale)
+        return _result(centroids, labels, distances, scale, metric)
+    fit = {"rng": rng, "n_init": n_init, "max_iter": max_iter, "tol": tol}
     if engine == "sklearn":
-        centroids = _fit_sklearn(x, k, metric=metric, rng=rng, n_init=n_init, max_iter=max_iter, tol=tol)
+        centroids = _fit_sklearn(x, k, metric=metric, scale=scale, **fit)
     else:
-        sample = _fit_sample(x, max_points_per_centroid * k, metric, rng)
-        centroids = _fit_faiss(sample, k, metric=metric, rng=rng, n_init=n_init, max_iter=max_iter, tol=tol)
-        centroids = centroids.astype(_float_dtype(x))
+        sample = _fit_sample(x, max_points_per_centroid * k, metric, scale, rng)
+        centroids = _fit_faiss(sample, k, metric=metric, **fit)
+    centroids = centroids.astype(float_dtype(x))
     if metric == "cosine":
         centroids = normalize_rows(centroids)
-    labels, distances = _assign(x, centroids, metric)
-    return KMeansResult(centroids, labels, distances)
+    labels, distances = _assign(x, centroids, metric, scale)
+    return _result(centroids, labels, distances, scale, metric)
+
+
+def _clamped_n_clusters(
+    x: np.ndarray, n_clusters: int | None, metric: str, scale: float, name: str
+) -> tuple[int, np.ndarray | None]:
+    """The number of clusters to fit, warning when the request exceeds the distinct rows (see
+    :func:`_distinct`, whose groups come back when every distinct row is to be its own cluster)."""
+    requested = default_n_clusters(len(x)) if n_clusters is None else int(n_clusters)
+    k, groups = _distinct(x, requested, metric, scale)
+    if k < requested:
+        what = "rows" if metric == "euclidean" else "directions of the nonzero rows"
+        warnings.warn(
+            f"n_clusters={requested} is more than the {k} distinct {what} of {name}; using n_clusters={k}.",
+            NClustersClampedWarning,
+            stacklevel=3,
+        )
+    return k, groups
 
 
 def assign(
-    x: np.ndarray, centroids: np.ndarray, *, metric: str = "euclidean"
+    x: np.ndarray, centroids: np.ndarray, *, metric: str = "euclidean", name: str = "x"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label rows of ``x`` with their nearest centroid, reading ``x`` in chunks (a memmap stays on disk).
+
+    Euclidean distances are computed on ``x`` and ``centroids`` multiplied by the one power of two that
+    brings the larger of their largest magnitudes into [0.5, 1), and reported in the input's units.
 
     Parameters
     ----------
     x : array-like or memmap of shape (n_examples, d)
     centroids : ndarray of shape (n_clusters, d)
-        For example ``kmeans(...).centroids`` (unit norm for ``metric="cosine"``).
+        For example ``kmeans(...).centroids`` (used as given for ``metric="cosine"``: unit norm).
     metric : {"euclidean", "cosine"}, default="euclidean"
+    name : str, default="x"
+        What to call ``x`` in error messages.
 
     Returns
     -------
@@ -263,22 +361,32 @@ def assign(
     >>> assign(np.array([[0.0, 1.0], [9.0, 0.0]]), np.array([[0.0, 0.0], [10.0, 0.0]]))[0].tolist()
     [0, 1]
     """
-    x = as_finite_array(x, name="x", ndim=(2,))
+    x = as_finite_array(x, name=name, ndim=(2,))
     check_choice("assign", "metric", metric, METRICS)
     centroids = as_finite_array(centroids, name="centroids", ndim=(2,))
     if centroids.shape[1] != x.shape[1]:
-        raise ValueError(f"centroids have d={centroids.shape[1]} features but x has d={x.shape[1]}.")
-    return _assign(x, np.asarray(centroids, dtype=_float_dtype(x)), metric)
+        raise ValueError(f"centroids have d={centroids.shape[1]} features but {name} has d={x.shape[1]}.")
+    dtype = float_dtype(x)
+    if metric == "cosine":
+        _checked_unit(x, name)
+        labels, distances = _assign(x, np.asarray(centroids, dtype=dtype), metric, 1.0)
+        return labels, distances
+    checked_scale(x, name=name)
+    scale = power_of_two_scale(max(max_abs(x), max_abs(centroids)))
+    labels, distances = _assign(x, scaled(centroids, scale, dtype), metric, scale)
+    return labels, _unscaled(distances, scale, clip=False)
 
 
 def _check_params(n_clusters, metric, n_init, max_iter, tol, engine, max_points_per_centroid) -> None:
     check_n_clusters("kmeans", n_clusters)
     check_choice("kmeans", "metric", metric, METRICS)
     check_choice("kmeans", "engine", engine, ENGINES)
-    counts = {"n_init": n_init, "max_iter": max_iter, "max_points_per_centroid": max_points_per_centroid}
-    for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise param_error("kmeans", name, "an int in the range [1, inf)", value)
+    counts = {"n_init": (n_init, MAX_N_INIT), "max_iter": (max_iter, MAX_ITER)}
+    counts["max_points_per_centroid"] = (max_points_per_centroid, math.inf)
+    for key, (value, high) in counts.items():
+        constraint = f"an int in the range [1, {high}]" if high < math.inf else "an int in the range [1, inf)"
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= high:
+            raise param_error("kmeans", key, constraint, value)
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 <= tol < math.inf:
         raise param_error("kmeans", "tol", "a float in the range [0, inf)", tol)
 
@@ -291,16 +399,70 @@ def _resolve_engine(engine: str) -> str:
     return engine
 
 
+def _checked_unit(x: np.ndarray, name: str) -> float:
+    """Refuse all-subnormal rows (as :func:`checked_scale`); cosine needs no global scale, so 1.0."""
+    checked_scale(x, name=name)
+    return 1.0
+
+
+def _working_rows(block: np.ndarray, metric: str, scale: float, dtype: type) -> np.ndarray:
+    """The rows the fit sees: unit rows for cosine, ``scale * block`` for Euclidean, as ``dtype``.
+
+    float32 rows are multiplied in float32: for a power of two in float32's range (always, since rows of
+    all-subnormal values are refused) the product is the correctly rounded exact one, the same bits as
+    :func:`~datadiet.selection._numerics.scaled`'s float64 product cast to float32.
+    """
+    if metric == "cosine":
+        return unit_rows(block, dtype)
+    if dtype == np.float32 and block.dtype == np.float32 and math.ldexp(1.0, -126) <= scale <= 2.0**127:
+        return np.multiply(block, np.float32(scale))
+    return scaled(block, scale, dtype)
+
+
+def _unscaled(values: np.ndarray, scale: float, *, clip: bool) -> np.ndarray:
+    """``values / scale`` in the dtype of ``values`` (exact for a power of two); inf or clipped if too big."""
+    with np.errstate(over="ignore"):
+        out = np.asarray(values, dtype=np.float64) / scale
+    if clip:
+        largest = float(np.finfo(values.dtype).max)
+        out = np.clip(out, -largest, largest)
+    with np.errstate(over="ignore"):
+        return out.astype(values.dtype)
+
+
+def _result(
+    centroids: np.ndarray, labels: np.ndarray, distances: np.ndarray, scale: float, metric: str
+) -> KMeansResult:
+    """The result in the input's units (Euclidean: centroids and distances divided by ``scale``)."""
+    if metric == "cosine" or scale == 1.0:
+        return KMeansResult(centroids, labels, distances, 1.0 if metric == "cosine" else scale, distances)
+    return KMeansResult(
+        _unscaled(centroids, scale, clip=True),
+        labels,
+        _unscaled(distances, scale, clip=False),
+        scale,
+        distances,
+    )
+
+
 # --- scikit-learn engine ---------------------------------------------------------------------------------
 
 
 def _fit_sklearn(
-    x: np.ndarray, k: int, *, metric: str, rng: np.random.Generator, n_init: int, max_iter: int, tol: float
+    x: np.ndarray,
+    k: int,
+    *,
+    metric: str,
+    scale: float,
+    rng: np.random.Generator,
+    n_init: int,
+    max_iter: int,
+    tol: float,
 ) -> np.ndarray:
-    """Centroids of scikit-learn's k-means++ / Lloyd on every row (in memory)."""
+    """Centroids (in working units) of scikit-learn's k-means++ / Lloyd on every row (in memory)."""
     from sklearn.cluster import KMeans
 
-    data = normalize_rows(x) if metric == "cosine" else _as_float(x)
+    data = _working_rows(np.asarray(x), metric, scale, float_dtype(x))
     model = KMeans(
         n_clusters=k,
         init="k-means++",
@@ -317,8 +479,8 @@ def _fit_sklearn(
 # --- faiss engine ----------------------------------------------------------------------------------------
 
 
-def _fit_sample(x: np.ndarray, size: int, metric: str, rng: np.random.Generator) -> np.ndarray:
-    """float32 rows to fit on: ``size`` rows drawn without replacement (all rows if fewer), in row order.
+def _fit_sample(x: np.ndarray, size: int, metric: str, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """float32 working rows to fit on: ``size`` rows drawn without replacement (all if fewer), in row order.
 
     Rows are gathered window by window of the file (``chunk_rows_for`` rows each), and each window's
     pages are released before the next, so a memmap never has more than one window resident.
@@ -330,8 +492,7 @@ def _fit_sample(x: np.ndarray, size: int, metric: str, rng: np.random.Generator)
     edges = np.searchsorted(rows, np.arange(0, n + step, step))
     for start, lo, hi in zip(range(0, n, step), edges[:-1], edges[1:], strict=True):
         window = x[start : start + step]
-        block = np.asarray(window[rows[lo:hi] - start], dtype=_float_dtype(x))
-        out[lo:hi] = normalize_rows(block) if metric == "cosine" else block
+        out[lo:hi] = _working_rows(window[rows[lo:hi] - start], metric, scale, float_dtype(x))
         release_pages(window)
     return out
 
@@ -346,11 +507,14 @@ def _fit_faiss(
     max_iter: int,
     tol: float,
 ) -> np.ndarray:
-    """float32 centroids of the best of ``n_init`` k-means++-seeded faiss Lloyd runs on ``sample``."""
+    """float32 centroids of the best of ``n_init`` seeded faiss Lloyd runs on ``sample``."""
+    norms = np.einsum("ij,ij->i", sample, sample)
+    eligible = norms > 0 if metric == "cosine" and norms.any() else np.ones(len(sample), dtype=bool)
     best, best_loss = None, math.inf
     with _faiss_threads(_OPENMP_THREADS):
         for _ in range(n_init):
-            seeds = _kmeans_plusplus(sample, k, rng, skip_zero_rows=metric == "cosine")
+            seeds = _seed(sample, k, rng, eligible)
+            seeds = unit_rows(seeds) if metric == "cosine" else seeds
             centroids, objective = _lloyd_faiss(
                 sample, seeds, metric, max_iter, tol, int(rng.integers(2**31 - 1))
             )
@@ -360,47 +524,145 @@ def _fit_faiss(
     return best
 
 
-def _kmeans_plusplus(
-    sample: np.ndarray, k: int, rng: np.random.Generator, *, skip_zero_rows: bool
-) -> np.ndarray:
-    """Greedy k-means++ seeds from at most ``32 * k`` rows of ``sample``.
+def _seed(sample: np.ndarray, k: int, rng: np.random.Generator, eligible: np.ndarray) -> np.ndarray:
+    """``k`` seeds: k-means|| draws, their cell means, then weighted greedy k-means++ among the means.
 
-    Each new seed is the best, by resulting potential, of ``4 * (2 + int(ln k))`` candidates drawn with
-    probability proportional to the squared distance to the nearest seed so far. With
-    ``skip_zero_rows`` (cosine), zero rows get weight 0: a zero centroid attracts nothing.
+    ``eligible`` masks the rows that may be drawn and count in the potential (cosine: the nonzero rows,
+    since a zero centroid attracts nothing).
+    """
+    with threadpool_limits(limits=_OPENMP_THREADS, user_api="blas"):  # large products: GEMM splits rows
+        candidates, nearest = _parallel_candidates(sample, k, rng, eligible)
+    points, weights = _cell_means(sample, candidates, nearest, eligible)
+    with threadpool_limits(limits=1, user_api="blas"):  # small products: threads cost more than they save
+        return points[_greedy_plusplus(points, weights, k, rng)]
+
+
+def _parallel_candidates(
+    sample: np.ndarray, k: int, rng: np.random.Generator, eligible: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-means|| (Bahmani et al. 2012): rows of ``sample`` drawn in rounds by D^2.
+
+    One eligible row is drawn uniformly; then, in each of ``_PARALLEL_ROUNDS`` rounds, every row
+    independently with probability ``min(1, l * D^2 / phi)`` (``l = _OVERSAMPLING * k``, ``D`` the distance
+    to the nearest drawn row, ``phi`` the sum of ``D^2`` over the eligible rows).
 
     Returns
     -------
-    ndarray of shape (k, d)
-        Rows of ``sample``.
+    rows : ndarray of int64
+        Indices into ``sample``, in the order drawn.
+    nearest : ndarray of int64, shape (len(sample),)
+        For every sample row, the position in ``rows`` of its nearest drawn row.
     """
-    size = _SEED_POINTS_PER_CENTROID * k
-    if len(sample) > size:
-        sample = sample[np.sort(rng.choice(len(sample), size, replace=False))]
-    n_trials = _TRIALS_FACTOR * (2 + int(math.log(k)))
     squared_norms = np.einsum("ij,ij->i", sample, sample)
-    transposed = np.ascontiguousarray(sample.T)
-    weight = (squared_norms > 0) if skip_zero_rows and squared_norms.any() else np.ones(len(sample), bool)
-    pool = np.flatnonzero(weight)
+    closest = np.full(len(sample), np.inf, dtype=np.float32)
+    nearest = np.zeros(len(sample), dtype=np.int64)
+    pool = np.flatnonzero(eligible)
+    drawn = [pool[rng.integers(len(pool))][None]]
+    _update_nearest(sample, squared_norms, drawn[0], 0, closest, nearest)
+    closest[~eligible] = 0
+    count = 1
+    for _ in range(_PARALLEL_ROUNDS):
+        phi = float(np.sum(closest, dtype=np.float64))
+        if phi <= 0:  # every eligible row coincides with a drawn one
+            break
+        new = np.flatnonzero(rng.random(len(sample)) * phi < _OVERSAMPLING * k * closest.astype(np.float64))
+        if len(new):
+            _update_nearest(sample, squared_norms, new, count, closest, nearest)
+            closest[~eligible] = 0
+            drawn.append(new)
+            count += len(new)
+    return np.concatenate(drawn), nearest
+
+
+def _cell_means(
+    sample: np.ndarray, rows: np.ndarray, nearest: np.ndarray, eligible: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and size of the eligible sample rows nearest to each drawn row (its cell).
+
+    A drawn row whose cell is empty keeps its own value, with weight 0. Sums run in float64, over row
+    chunks of the sample (a one-hot sparse product, in row order).
+    """
+    from scipy.sparse import csr_array
+
+    sums = np.zeros((len(rows), sample.shape[1]), dtype=np.float64)
+    step = max(1, _CHUNK_ENTRIES // sample.shape[1])
+    for start in range(0, len(sample), step):
+        members = start + np.flatnonzero(eligible[start : start + step])
+        onehot = csr_array(
+            (np.ones(len(members)), (nearest[members], np.arange(len(members)))),
+            shape=(len(rows), len(members)),
+        )
+        sums += onehot @ sample[members].astype(np.float64)
+    sizes = np.bincount(nearest[eligible], minlength=len(rows)).astype(np.float64)
+    means = np.where(sizes[:, None] > 0, sums / np.maximum(sizes, 1)[:, None], sample[rows])
+    return means.astype(sample.dtype), sizes
+
+
+def _update_nearest(
+    sample: np.ndarray,
+    squared_norms: np.ndarray,
+    rows: np.ndarray,
+    offset: int,
+    closest: np.ndarray,
+    nearest: np.ndarray,
+) -> None:
+    """Lower ``closest`` (squared distance to the nearest drawn row) with the new drawn ``rows``.
+
+    ``nearest`` gets the index of the nearest drawn row, counting the new ones from ``offset``; a drawn
+    row is at distance 0 from itself. Computed in cache-sized row chunks.
+    """
+    centres = sample[rows]
+    centre_norms = squared_norms[rows]
+    step = max(1, _SEED_CHUNK_ENTRIES // len(rows))
+    for start in range(0, len(sample), step):
+        stop = min(start + step, len(sample))
+        partial = sample[start:stop] @ centres.T  # ||x - c||^2 - ||x||^2 = ||c||^2 - 2 x.c
+        partial *= -2
+        partial += centre_norms
+        which = np.argmin(partial, axis=1)
+        squared = np.maximum(partial[np.arange(stop - start), which] + squared_norms[start:stop], 0)
+        better = squared < closest[start:stop]
+        closest[start:stop][better] = squared[better]
+        nearest[start:stop][better] = offset + which[better]
+    closest[rows] = 0
+    nearest[rows] = offset + np.arange(len(rows))
+
+
+def _greedy_plusplus(points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy k-means++ on weighted ``points``: indices of ``k`` of them (repeats only if too few differ).
+
+    The first is drawn with probability proportional to weight; each next one is the best, by resulting
+    potential ``sum w * min D^2``, of ``4 * (2 + int(ln k))`` candidates drawn with probability
+    proportional to ``w * D^2`` (``D`` the distance to the nearest seed so far).
+    """
+    n_trials = _TRIALS_FACTOR * (2 + int(math.log(k)))
+    squared_norms = np.einsum("ij,ij->i", points, points)
+    transposed = np.ascontiguousarray(points.T)
     chosen = np.empty(k, dtype=np.int64)
-    chosen[0] = pool[rng.integers(len(pool))]
-    with threadpool_limits(limits=1, user_api="blas"):  # small products: threads cost more than they save
-        closest = _squared_distances(sample, transposed, chosen[:1], squared_norms)[0] * weight
-        for c in range(1, k):
-            cumulative = np.cumsum(closest, dtype=np.float64)
-            candidates = np.searchsorted(cumulative, rng.random(n_trials) * cumulative[-1])
-            candidates = np.minimum(candidates, len(sample) - 1)
-            trial = np.minimum(closest, _squared_distances(sample, transposed, candidates, squared_norms))
-            best = int(np.argmin(trial.sum(axis=1, dtype=np.float64)))
-            chosen[c], closest = candidates[best], trial[best]
-    return sample[chosen]
+    chosen[0] = _draw(weights, 1, rng)[0]
+    closest = _squared_distances(points, transposed, chosen[:1], squared_norms)[0]
+    for c in range(1, k):
+        candidates = _draw(closest * weights, n_trials, rng)
+        trial = np.minimum(closest, _squared_distances(points, transposed, candidates, squared_norms))
+        best = int(np.argmin(trial @ weights))
+        chosen[c], closest = candidates[best], trial[best]
+    return chosen
+
+
+def _draw(mass: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` indices drawn with probability proportional to ``mass`` (uniformly if it is all 0)."""
+    cumulative = np.cumsum(mass, dtype=np.float64)
+    if not cumulative[-1] > 0:
+        return rng.integers(len(mass), size=size)
+    found = np.searchsorted(cumulative, rng.random(size) * cumulative[-1], side="right")
+    return np.minimum(found, len(mass) - 1)
 
 
 def _squared_distances(
-    sample: np.ndarray, transposed: np.ndarray, rows: np.ndarray, squared_norms: np.ndarray
+    points: np.ndarray, transposed: np.ndarray, rows: np.ndarray, squared_norms: np.ndarray
 ) -> np.ndarray:
-    """``||sample[rows[i]] - sample[j]||^2`` of shape (len(rows), n), clipped at 0."""
-    products = sample[rows] @ transposed
+    """``||points[rows[i]] - points[j]||^2`` of shape (len(rows), n), clipped at 0."""
+    products = points[rows] @ transposed
     return np.maximum(squared_norms[rows, None] - 2 * products + squared_norms[None, :], 0)
 
 
@@ -448,24 +710,26 @@ def _faiss_threads(limit: int) -> Iterator[None]:
         faiss.omp_set_num_threads(previous)
 
 
-# --- shared: assignment and distinct rows ----------------------------------------------------------------
+# --- shared: assignment ----------------------------------------------------------------------------------
 
 
-def _assign(x: np.ndarray, centroids: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid and distance to it for every row, in chunks of rows (normalised per chunk).
+def _assign(x: np.ndarray, centroids: np.ndarray, metric: str, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest (working-unit) centroid and distance to it for every row, in chunks of working rows.
 
     The chunks are a map on the current :mod:`datadiet.engine` (this process by default, Ray tasks with
     ``--engine ray``); the centroids travel once and every chunk is computed alike on either engine.
+    Distances are in working units (Euclidean: times ``scale``).
     """
     from datadiet.engine import current_engine, row_chunks
 
     step = max(1, min(_CHUNK_ENTRIES // len(centroids), _CHUNK_ENTRIES // x.shape[1]))
     engine = current_engine()
+    shared = (x, centroids, metric, scale)
     if engine.name == "local" and _gpu_count() > 0:  # pragma: no cover - GPU only
         nearest = _gpu_nearest(centroids, metric)
-        parts = [_assign_chunk(piece, (x, centroids, metric), nearest) for piece in row_chunks(len(x), step)]
+        parts = [_assign_chunk(piece, shared, nearest) for piece in row_chunks(len(x), step)]
     else:
-        parts = engine.map(_assign_chunk, row_chunks(len(x), step), (x, centroids, metric))
+        parts = engine.map(_assign_chunk, row_chunks(len(x), step), shared)
     labels = np.concatenate([label for label, _ in parts]) if parts else np.empty(0, np.int64)
     distances = np.concatenate([d for _, d in parts]) if parts else np.empty(0, centroids.dtype)
     return labels, distances
@@ -473,16 +737,14 @@ def _assign(x: np.ndarray, centroids: np.ndarray, metric: str) -> tuple[np.ndarr
 
 def _assign_chunk(
     piece: tuple[int, int],
-    shared: tuple[np.ndarray, np.ndarray, str],
+    shared: tuple[np.ndarray, np.ndarray, str, float],
     nearest: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and distances of rows ``start:stop``; the chunk's memmap pages are released after."""
-    x, centroids, metric = shared
+    """Labels and working-unit distances of rows ``start:stop``; the chunk's memmap pages are released."""
+    x, centroids, metric, scale = shared
     start, stop = piece
     view = x[start:stop]
-    block = np.asarray(view, dtype=centroids.dtype)
-    if metric == "cosine":
-        block = normalize_rows(block)
+    block = _working_rows(view, metric, scale, centroids.dtype)
     if nearest is not None:  # pragma: no cover - GPU only
         label = nearest(block)
     elif metric == "cosine":
@@ -490,13 +752,15 @@ def _assign_chunk(
     else:  # ||x||^2 is the same for every centroid; the exact distance is taken from the difference
         squared_norms = np.einsum("ij,ij->i", centroids, centroids)
         label = np.argmin(squared_norms - 2 * (block @ centroids.T), axis=1)
-    if metric == "cosine":
-        distance = np.clip(1 - np.einsum("ij,ij->i", block, centroids[label]), 0, 2)
-    else:
-        diff = block - centroids[label]
-        distance = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     release_pages(view)
-    return label.astype(np.int64, copy=False), distance
+    return label.astype(np.int64, copy=False), _own_distances(block, centroids, label, metric)
+
+
+def _own_distances(block: np.ndarray, centroids: np.ndarray, label: np.ndarray, metric: str) -> np.ndarray:
+    """Distance of each working row to ``centroids[label]``: ``1 - cos`` (in [0, 2]) or ``||x - c||``."""
+    if metric == "cosine":
+        return np.clip(1 - np.einsum("ij,ij->i", block, centroids[label]), 0, 2)
+    return row_norms(block - centroids[label])
 
 
 def _gpu_nearest(
@@ -512,27 +776,106 @@ def _gpu_nearest(
     return nearest
 
 
-def _clamp_to_distinct(x: np.ndarray, k: int, metric: str) -> int:
-    """``min(k, number of distinct rows)`` (directions, for cosine), reading ``x`` in chunks.
+# --- distinct rows ---------------------------------------------------------------------------------------
 
-    Stops as soon as ``k`` distinct rows are seen (usually within the first chunk) and never holds more
-    than ``k`` distinct rows.
+
+def _distinct(x: np.ndarray, k: int, metric: str, scale: float) -> tuple[int, np.ndarray | None]:
+    """``(min(k, number of distinct working rows), group)``, reading ``x`` in chunks.
+
+    Cosine counts the distinct directions of the nonzero rows (at least 1). Rows are compared by a
+    128-bit digest of their bytes (:func:`_row_digests`, 16 bytes a row). Stops as soon as more than
+    ``k`` are seen (usually within the first chunk), returning ``group=None``. Otherwise every row's
+    group, numbered by first occurrence (-1 for a zero row under cosine), for
+    :func:`_each_distinct_row_a_cluster`.
     """
-    seen: set[bytes] = set()
-    for _, block in iter_row_chunks(x, chunk_rows_for(x, itemsize=8), dtype=_float_dtype(x)):
-        block = np.ascontiguousarray(normalize_rows(block) if metric == "cosine" else block) + 0.0  # -0 == 0
-        rows = np.unique(block.view(np.dtype((np.void, block.dtype.itemsize * block.shape[1]))).ravel())
-        seen.update(rows.tolist())
-        if len(seen) >= k:
-            return k
-    return len(seen)
+    parts: list[np.ndarray] = []
+    seen, pending = np.empty(0, _DIGEST), []
+    for block in _growing_chunks(x, first=2 * k + 64, largest=chunk_rows_for(x, itemsize=8)):
+        rows = _working_rows(block, metric, scale, float_dtype(x)) + 0.0  # -0.0 and 0.0 are one value
+        digests = _row_digests(rows)
+        digests[~rows.any(axis=1) if metric == "cosine" else np.zeros(len(rows), bool)] = _ZERO_DIGEST
+        parts.append(digests)
+        pending.append(np.unique(digests[digests != _ZERO_DIGEST]))
+        if sum(map(len, pending)) >= len(seen):  # merging at doubling sizes: O(n log n) in all
+            seen, pending = np.unique(np.concatenate([seen, *pending])), []
+            if len(seen) > k:
+                return k, None
+    seen = np.unique(np.concatenate([seen, *pending]))
+    if len(seen) > k:
+        return k, None
+    return max(1, len(seen)), _groups(np.concatenate(parts))
 
 
-def _float_dtype(x: np.ndarray) -> type:
-    """float32 for float32 input, float64 for anything else."""
-    return np.float32 if x.dtype == np.float32 else np.float64
+_ZERO_DIGEST = np.zeros((), _DIGEST)  # marks the zero rows of a cosine input: not a direction
 
 
-def _as_float(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+def _growing_chunks(x: np.ndarray, *, first: int, largest: int) -> Iterator[np.ndarray]:
+    """Consecutive row chunks of ``x``: ``first`` rows, then twice as many each time up to ``largest``.
+
+    A small first chunk usually settles the distinct-row count at once. Each chunk's memmap pages are
+    released once the caller asks for the next.
+    """
+    start, step = 0, max(1, min(first, largest))
+    while start < len(x):
+        view = x[start : start + step]
+        yield view
+        release_pages(view)
+        start, step = start + step, min(2 * step, largest)
+
+
+def _groups(digests: np.ndarray) -> np.ndarray:
+    """Group id of every digest, numbered by first occurrence; ``_ZERO_DIGEST`` rows get -1."""
+    values, first, inverse = np.unique(digests, return_index=True, return_inverse=True)
+    live = values != _ZERO_DIGEST
+    rank = np.full(len(values), -1, dtype=np.int64)
+    order = np.argsort(first[live], kind="stable")
+    rank[np.flatnonzero(live)[order]] = np.arange(int(live.sum()))
+    return rank[inverse.ravel()]
+
+
+def _row_digests(rows: np.ndarray) -> np.ndarray:
+    """A 128-bit digest of the bytes of each row of a 2-D float array (two uint64 fields).
+
+    Each 32- or 64-bit word ``w_j`` is xored with a salt of its position and mixed by the splitmix64
+    finaliser (a bijection): ``m_j``. Field ``a`` is ``sum m_j``, field ``b`` is ``sum (2 j + 1) m_j``,
+    both modulo ``2**64``: rows that differ in one word always differ, others collide with probability
+    about ``2**-128``.
+    """
+    raw = np.ascontiguousarray(rows)
+    words = raw.view(np.uint32 if raw.dtype.itemsize == 4 else np.uint64).astype(np.uint64)
+    positions = np.arange(words.shape[1], dtype=np.uint64)
+    mixed = _mix64(words ^ _mix64(positions + np.uint64(0x9E3779B97F4A7C15)))
+    out = np.empty(len(rows), dtype=_DIGEST)
+    out["a"] = mixed.sum(axis=1, dtype=np.uint64)
+    out["b"] = (mixed * (2 * positions + np.uint64(1))).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser on uint64 values (wrapping arithmetic): a bijection of 64-bit words."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _each_distinct_row_a_cluster(
+    x: np.ndarray, group: np.ndarray, metric: str, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exact clustering when ``n_clusters`` is the number of distinct rows: one cluster per row value.
+
+    Centroids are the working rows of each group's first row; a zero row under cosine goes to cluster 0
+    (distance 1, as in the assignment rule). Returns working-unit centroids, labels and distances.
+    """
+    dtype = float_dtype(x)
+    live = group >= 0
+    first = np.flatnonzero(live)[np.unique(group[live], return_index=True)[1]]  # ascending, like the ids
+    centroids = _working_rows(take_rows(x, first), metric, scale, dtype)
+    if not len(centroids):  # cosine, every row zero: one cluster without a direction
+        centroids = np.zeros((1, x.shape[1]), dtype=dtype)
+    labels = np.where(live, group, 0)
+    distances = np.empty(len(x), dtype=dtype)
+    for start, block in iter_row_chunks(x, chunk_rows_for(x, itemsize=8)):
+        stop = start + len(block)
+        rows = _working_rows(block, metric, scale, dtype)
+        distances[start:stop] = _own_distances(rows, centroids, labels[start:stop], metric)
+    return centroids, labels, distances

@@ -13,6 +13,11 @@ Cluster the feature rows with :func:`~datadiet.selection.kmeans.kmeans` and take
 ``keep="hard"`` keeps the largest ``d`` (score ``d``); ``keep="easy"`` keeps the smallest (score ``-d``).
 Ties go to the lower example index.
 
+Scale: both metrics are invariant to a positive rescaling of the features (cosine per row, euclidean
+for the whole array). The clustering runs on exactly rescaled rows (:mod:`~datadiet.selection.kmeans`),
+so ``x`` and ``x * 2**e`` give the same clusters bit for bit; ``d`` is reported in float64 in the input's
+units, so no float32 distance overflows. Rows whose values are all subnormal are refused.
+
 Reference and differences
 -------------------------
 Follows the paper ("cosine distance to nearest centroid") and the released ImageNet scores, which implement
@@ -35,9 +40,14 @@ KEEPS: tuple[str, ...] = ("hard", "easy")
 
 
 def prototype_distances(
-    x: np.ndarray, *, n_clusters: int | None = None, metric: str = "cosine", rng: int | np.random.Generator
+    x: np.ndarray,
+    *,
+    n_clusters: int | None = None,
+    metric: str = "cosine",
+    rng: int | np.random.Generator,
+    name: str = "x",
 ) -> np.ndarray:
-    """Distance of every row to its assigned k-means centroid.
+    """Distance of every row to its assigned k-means centroid, in float64 and the input's units.
 
     Parameters
     ----------
@@ -49,13 +59,30 @@ def prototype_distances(
         ``1 - cos`` under spherical k-means, or ``||x - c||`` under plain k-means.
     rng : int or numpy.random.Generator
         Seeds the clustering.
+    name : str, default="x"
+        What to call ``x`` in error messages.
 
     Returns
     -------
     ndarray of shape (n_examples,)
         ``d_i``; larger means less prototypical (harder).
+
+    Raises
+    ------
+    ValueError
+        For rows whose values are all subnormal, or (euclidean, float64 input within a factor
+        ``2 sqrt(d)`` of 1.8e308) distances beyond the float64 range.
     """
-    return kmeans(x, n_clusters, metric=metric, rng=rng).distances
+    result = kmeans(x, n_clusters, metric=metric, rng=rng, name=name)
+    with np.errstate(over="ignore"):
+        distances = result.scaled_distances.astype(np.float64) / result.scale
+    if not np.isfinite(distances).all():
+        raise ValueError(
+            f"{name} has distances to its centroids beyond the float64 range (its largest values are "
+            "near 1.8e308). Rescale the representation where it is made (the selection does not depend "
+            "on its scale)."
+        )
+    return distances
 
 
 @SELECTORS.register("prototypicality")
@@ -95,5 +122,7 @@ class Prototypicality(ScoreSelector):
         check_choice(type(self).__name__, "keep", self.keep, KEEPS)
 
     def _scores(self, values, *, labels, val, rng):
-        distances = prototype_distances(values, n_clusters=self.n_clusters, metric=self.metric, rng=rng)
+        distances = prototype_distances(
+            values, n_clusters=self.n_clusters, metric=self.metric, rng=rng, name="rep.values"
+        )
         return distances if self.keep == "hard" else -distances

@@ -10,7 +10,10 @@ Definition
    uniform sample of ``R_j`` without replacement. Budget left by small clusters flows to larger ones and the
    largest cluster absorbs the remainder, so ``|S| = B`` exactly.
 
-S2L does not rank, so its selection has no scores.
+S2L does not rank, so its selection has no scores. The clustering runs on the trajectories multiplied by
+one exact power of two (:mod:`~datadiet.selection.kmeans`), so ``x`` and ``x * 2**e`` give the same
+selection bit for bit, and any positive rescaling the same up to rounding; rows whose values are all
+subnormal are refused.
 
 Reference and differences
 -------------------------
@@ -159,7 +162,7 @@ class S2L(BaseSelector):
         check_n_clusters(type(self).__name__, self.n_clusters)
 
     def _select(self, values, k, *, labels, val, rng):
-        result = kmeans(values, self.n_clusters, metric="euclidean", rng=rng)
+        result = kmeans(values, self.n_clusters, metric="euclidean", rng=rng, name="rep.values")
         members = result.members()
         takes = balanced_allocation(result.sizes(), k)
         return balanced_sample(members, takes, rng=rng), None, None

@@ -11,6 +11,10 @@ Definition
    "one representative per connected component". A cluster of one member gets ``M = 0``; empty clusters are
    skipped.
 
+Cosines are taken between unit rows made by :func:`~datadiet.selection._numerics.unit_rows` (each row
+first multiplied by its own power of two), so ``M`` is the same for ``x`` and ``c * x`` for any ``c > 0``,
+bit for bit when ``c`` is a power of two; rows whose values are all subnormal are refused.
+
 For a budget ``k`` the selector keeps the ``k`` smallest ``M`` over the whole dataset (score ``-M``). Ties
 (all the ``M = 0`` members: the first member of each cluster, singletons, members with no positive
 similarity to an earlier one) go to the lower example index. The paper's threshold view is
@@ -26,7 +30,8 @@ member farther from the centroid. Differences: the original has no budget, only 
 ``"easy"`` reverses the hard order (ties then run higher index first) and ``"random"`` uses Python's
 ``random.seed``; it builds the full ``n_c x n_c`` similarity matrix, here it is computed in row blocks, one
 cluster's rows gathered at a time (a memmap is never loaded whole); both use faiss's spherical
-k-means, seeded here with k-means++ instead of faiss's random init (see :mod:`datadiet.selection.kmeans`).
+k-means, seeded here with k-means|| and greedy k-means++ instead of faiss's random init (see
+:mod:`datadiet.selection.kmeans`).
 NeMo-Curator removes at ``M >= 1 - eps``, the original (and :func:`semdedup_eps`) at ``M > 1 - eps``.
 """
 
@@ -44,6 +49,7 @@ from datadiet.selection.kmeans import check_choice, check_n_clusters, kmeans, no
 from datadiet.selection.registry import SELECTORS
 
 KEEPS: tuple[str, ...] = ("hard", "easy", "random")
+MAX_BLOCK_SIZE = 4096  # block_size**2 float64 similarities: 128 MiB
 
 
 def duplicate_scores(x_normalised: np.ndarray, order: np.ndarray, *, block_size: int = 1024) -> np.ndarray:
@@ -55,8 +61,8 @@ def duplicate_scores(x_normalised: np.ndarray, order: np.ndarray, *, block_size:
         L2-normalised rows of one cluster (the dot product is taken as the cosine).
     order : ndarray of shape (n_members,)
         A permutation of ``range(n_members)``: ``order[0]`` is processed first.
-    block_size : int, default=1024
-        Rows per block; at most ``block_size**2`` similarities are held at once.
+    block_size : int in [1, 4096], default=1024
+        Rows per block; at most ``block_size**2`` similarities are held at once (128 MiB at 4096).
 
     Returns
     -------
@@ -89,8 +95,14 @@ def _check_cluster(x_normalised: object, order: object, block_size: object) -> t
             f"order must be a permutation of range(n_members) for a 2-D x_normalised; got x_normalised of "
             f"shape {x.shape} and order of shape {order.shape}."
         )
-    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
-        raise param_error("duplicate_scores", "block_size", "an int in the range [1, inf)", block_size)
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, numbers.Integral)
+        or not 1 <= block_size <= MAX_BLOCK_SIZE
+    ):
+        raise param_error(
+            "duplicate_scores", "block_size", f"an int in the range [1, {MAX_BLOCK_SIZE}]", block_size
+        )
     return x, order
 
 
@@ -121,7 +133,12 @@ def cluster_order(distances: np.ndarray, keep: str, rng: np.random.Generator) ->
 
 
 def semdedup_scores(
-    x: np.ndarray, *, n_clusters: int | None = None, keep: str = "hard", rng: int | np.random.Generator
+    x: np.ndarray,
+    *,
+    n_clusters: int | None = None,
+    keep: str = "hard",
+    rng: int | np.random.Generator,
+    name: str = "x",
 ) -> np.ndarray:
     """SemDeDup's ``M`` for every example (see the module docstring).
 
@@ -135,6 +152,8 @@ def semdedup_scores(
         Order inside each cluster; the earlier member of a duplicate pair survives.
     rng : int or numpy.random.Generator
         Seeds the clustering, then the ``"random"`` orders (in cluster id order).
+    name : str, default="x"
+        What to call ``x`` in error messages.
 
     Returns
     -------
@@ -145,7 +164,7 @@ def semdedup_scores(
     check_choice("semdedup_scores", "keep", keep, KEEPS)
     rng = check_rng(rng)
     x = x if isinstance(x, np.ndarray) else np.asarray(x)
-    result = kmeans(x, n_clusters, metric="cosine", rng=rng)
+    result = kmeans(x, n_clusters, metric="cosine", rng=rng, name=name)
     scores = np.zeros(len(result.labels), dtype=result.distances.dtype)
     clusters = []  # singletons keep M = 0; empty clusters have nothing to score
     for members in result.members():
@@ -175,7 +194,7 @@ def _cluster_groups(clusters: list, max_rows: int) -> list[list]:
 
 
 def _group_scores(group: list, x: np.ndarray) -> list[np.ndarray]:
-    """``M`` of every cluster of one group (a task of the engine's map)."""
+    """``M`` of every cluster of one group (a task of the engine's map), from robust unit rows."""
     return [duplicate_scores(normalize_rows(take_rows(x, members)), order) for members, order in group]
 
 
@@ -240,4 +259,6 @@ class SemDeDup(ScoreSelector):
         check_choice(type(self).__name__, "keep", self.keep, KEEPS)
 
     def _scores(self, values, *, labels, val, rng):
-        return -semdedup_scores(values, n_clusters=self.n_clusters, keep=self.keep, rng=rng)
+        return -semdedup_scores(
+            values, n_clusters=self.n_clusters, keep=self.keep, rng=rng, name="rep.values"
+        )
