@@ -6,7 +6,12 @@ For any data of the shape a selector reads (``tests.helpers.inputs_for``), any n
 - it keeps exactly ``k = resolve_budget(budget, n)`` distinct, sorted indices in ``[0, n)``;
 - the same seed gives the same ``Selection`` (indices, scores, weights, meta);
 - ``balance="stratified"`` keeps exactly ``stratified_budgets(labels, k)`` examples per class;
-- calibration with ``alpha=1`` (the share of the budget taken by the scores) equals the plain method.
+- calibration with ``alpha=1`` (the share of the budget taken by the scores) equals the plain method;
+- a selector whose definition is scale-free (``scale_free``) selects the same indices, bit for bit, when
+  its input (and validation input) is multiplied by a power of two from ``2**-900`` to ``2**900`` (float64)
+  or ``2**-100`` to ``2**100`` (float32): squares of such values overflow or underflow, so this checks
+  that no selector computes with unscaled squares;
+- complex input is refused by every selector (its imaginary part would be dropped).
 
 Examples are derandomized and no example database is kept, so every run checks the same cases.
 """
@@ -29,6 +34,7 @@ from tests.helpers import inputs_for
 
 ALL = SELECTORS.names()
 SCORE_BASED = [name for name in ALL if issubclass(SELECTORS.get(name), ScoreSelector)]
+SCALE_FREE = [name for name in ALL if SELECTORS.get(name).scale_free]
 PROPERTY = settings(
     max_examples=25,
     deadline=None,
@@ -121,7 +127,42 @@ def test_calibration_with_alpha_one_equals_the_plain_method(name, problem, weigh
     assert calibrated.weights is None  # alpha=1 leaves no random part to reweight
 
 
+@pytest.mark.parametrize("name", SCALE_FREE)
+@PROPERTY
+@given(
+    problem=problems(),
+    dtype_and_exponent=st.one_of(
+        st.tuples(st.just(np.float64), st.sampled_from([-900, -500, -170, 150, 500, 900])),
+        st.tuples(st.just(np.float32), st.sampled_from([-100, -60, 60, 100])),
+    ),
+)
+def test_scale_free_selector_selects_the_same_indices_after_a_power_of_two_rescaling(
+    name, problem, dtype_and_exponent
+):
+    n, data_seed, budget, seed = problem
+    dtype, exponent = dtype_and_exponent
+    values, kwargs = inputs_for(name, n=n, seed=data_seed)
+    values = np.asarray(values, dtype=dtype)
+    if "val" in kwargs:
+        kwargs["val"] = np.asarray(kwargs["val"], dtype=dtype)
+    factor = dtype(2.0**exponent)
+    scaled_kwargs = {**kwargs, **({"val": kwargs["val"] * factor} if "val" in kwargs else {})}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # clamped n_clusters on tiny n; rescaled-score notices
+        plain = datadiet.select(name, values, budget, seed=seed, **kwargs)
+        scaled = datadiet.select(name, values * factor, budget, seed=seed, **scaled_kwargs)
+    np.testing.assert_array_equal(scaled.indices, plain.indices)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_selector_refuses_complex_input_naming_the_dtype(name):
+    values, kwargs = inputs_for(name)
+    with pytest.raises(TypeError, match=r"complex dtype complex(64|128); datadiet selects on real values"):
+        datadiet.select(name, np.asarray(values) + 1j, 3, **kwargs)
+
+
 def test_every_registered_selector_is_covered():
     """The properties loop over the registry, so a new selector needs no edit here."""
     assert set(ALL) >= {"random", "less", "s2l", "ccs", "prototypicality", "semdedup"}
     assert set(SCORE_BASED) <= set(ALL) and SCORE_BASED
+    assert {"less", "self_influence", "semdedup", "prototypicality", "s2l", "ccs"} <= set(SCALE_FREE)

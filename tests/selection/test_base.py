@@ -87,9 +87,11 @@ def test_registry_lists_options_for_unknown_names_and_parameters():
         def __init__(self, *, size: int = 1) -> None:
             self.size = size
 
-    with pytest.raises(ValueError, match=r"Unknown widget 'dail'. Available: \['dial'\]"):
+    unknown_name = r"Unknown widget 'dail'. Did you mean 'dial'\? Available: \['dial'\]"
+    with pytest.raises(ValueError, match=unknown_name):
         reg.create("dail")
-    with pytest.raises(ValueError, match=r"Unknown parameter\(s\) \['colour'\].*Valid: \['size'\]"):
+    unknown_param = r"Unknown parameter\(s\) \['colour'\] for widget 'dial'. Valid: \['size'\]"
+    with pytest.raises(ValueError, match=unknown_param):
         reg.create("dial", colour=2)
     with pytest.raises(ValueError, match="already registered"):
         reg.register("dial")(Dial)

@@ -123,6 +123,51 @@ def test_forgetting_refuses_values_other_than_zero_and_one(bad):
         forgetting_events(np.array(bad))
 
 
+# two runs of T = 3 presentations each
+RUNS = np.array(
+    [
+        [[1, 0, 1], [1, 1, 0]],  # 1 + 1 events = 2
+        [[0, 0, 0], [0, 1, 1]],  # never correct in run 0: T = 3, then 0 events: 3
+        [[1, 1, 1], [0, 0, 1]],  # 0 + 0 = 0 (run 0 ends correct, run 1 starts wrong: no event)
+        [[0, 0, 0], [0, 0, 0]],  # never correct in either run: 3 + 3 = 6
+    ]
+)
+
+
+def test_forgetting_over_runs_sums_per_run_counts_by_hand():
+    assert forgetting_events(RUNS).tolist() == [2, 3, 0, 6]
+    selection = Forgetting().select(RUNS, 2, seed=0)
+    assert selection.scores.tolist() == [2.0, 3.0, 0.0, 6.0]
+    assert selection.indices.tolist() == [1, 3]
+
+
+def test_forgetting_runs_axis_invents_no_event_at_run_boundaries():
+    concatenated = RUNS.reshape(len(RUNS), -1)  # runs one after the other along T
+    # concatenating invents a 1 -> 0 event at row 2's boundary (and reads row 1 as learned once)
+    assert forgetting_events(concatenated).tolist() == [2, 0, 1, 6]
+    assert forgetting_events(RUNS)[2] == 0
+
+
+def test_forgetting_one_run_three_dimensional_equals_two_dimensional():
+    np.testing.assert_array_equal(forgetting_events(CORRECT[:, None, :]), forgetting_events(CORRECT))
+    runs = np.stack([CORRECT, CORRECT[::-1]], axis=1)
+    np.testing.assert_array_equal(
+        forgetting_events(runs), forgetting_events(CORRECT) + forgetting_events(CORRECT[::-1])
+    )
+
+
+def test_forgetting_runs_memmap_in_small_chunks_equals_in_memory(tmp_path, monkeypatch):
+    from datadiet import _chunks
+
+    correct = np.random.default_rng(3).integers(0, 2, size=(41, 3, 5)).astype(np.int8)
+    np.save(tmp_path / "correct.npy", correct)
+    monkeypatch.setattr(_chunks, "CHUNK_BYTES", 8 * 15 * 4)  # 4 rows per chunk
+    stored = np.load(tmp_path / "correct.npy", mmap_mode="r")
+    np.testing.assert_array_equal(forgetting_events(stored), forgetting_events(correct))
+    expected = sum(forgetting_events(correct[:, r]) for r in range(3))
+    np.testing.assert_array_equal(forgetting_events(correct), expected)
+
+
 # --- EL2N --------------------------------------------------------------------------------------
 
 PROBS = np.array([[0.6, 0.4, 0.0], [0.2, 0.2, 0.6], [1 / 3, 1 / 3, 1 / 3]])
@@ -224,7 +269,11 @@ def test_self_influence_rejects_bad_lr_weights(bad):
 
 
 def test_self_influence_lr_weights_need_one_per_checkpoint():
-    with pytest.raises(ValueError, match="lr_weights has 3 weights but the gradients have n_checkpoints=2"):
+    with pytest.raises(
+        ValueError,
+        match=r"'lr_weights' parameter of SelfInfluence must be one weight per "
+        r"checkpoint \(the gradients have n_checkpoints=2\)",
+    ):
         SelfInfluence(lr_weights=[1.0, 1.0, 1.0]).select(GRADS, 1)
 
 

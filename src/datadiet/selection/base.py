@@ -20,10 +20,23 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from datadiet._records import (
+    Check,
+    FieldError,
+    check_fields,
+    integer,
+    list_of,
+    mapping,
+    number,
+    optional,
+    text,
+)
 from datadiet._validation import as_finite_array, check_labels, check_rng, seed_of
 from datadiet.representations.base import Representation, as_representation
 
 Budget = int | float
+MAX_INDEX = 2**62
+"""Largest example index a selection file may hold (an int64 with room to spare)."""
 Seed = int | np.random.Generator | None
 
 
@@ -66,16 +79,93 @@ class Selection:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Selection:
-        if "indices" not in data:
-            raise ValueError("A selection needs an 'indices' field.")
-        indices = np.asarray(data["indices"], dtype=np.int64)
-        if indices.ndim != 1 or len(np.unique(indices)) != len(indices):
-            raise ValueError("A selection's 'indices' must be a flat list of distinct ints.")
+    def from_dict(cls, data: Any, *, where: str = "selection") -> Selection:
+        """The selection in ``data`` (a ``selection.json`` record), every field checked before use.
+
+        ``indices`` must be distinct ints in ``[0, n_examples)``, ``budget`` (if present) their number,
+        ``scores`` finite numbers, one per example, and ``weights`` finite numbers >= 0, one per index.
+        Raises ``ValueError`` naming ``where`` (e.g. the file), the field and the fix.
+        """
+        fix = "regenerate it with `datadiet select`, or correct that field"
+        n = data.get("n_examples") if isinstance(data, dict) else None
+        n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+        fields = {
+            "n_examples": optional(integer(1)),
+            "indices": _index_list(n),
+            "budget": optional(integer(1)),
+            "scores": optional(_number_list()),
+            "weights": optional(_number_list(0)),
+            "seed": optional(integer(0)),
+            "algorithm": optional(text()),
+            "params": optional(mapping()),
+        }
+        check_fields(data, fields, where=where, fix=fix, required=("indices",))
+        indices, scores, weights = _checked_arrays(data, n, where=where, fix=fix)
+        order = np.argsort(indices, kind="stable")
         meta = {key: value for key, value in data.items() if key not in ("indices", "scores", "weights")}
-        scores = None if data.get("scores") is None else np.asarray(data["scores"], dtype=float)
-        weights = None if data.get("weights") is None else np.asarray(data["weights"], dtype=float)
-        return cls(np.sort(indices), scores, weights, meta)
+        return cls(indices[order], scores, None if weights is None else weights[order], meta)
+
+
+def _checked_arrays(
+    data: dict[str, Any], n: int | None, *, where: str, fix: str
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The index, score and weight arrays of a checked record, refusing inconsistent lengths."""
+    indices = np.asarray(data["indices"], dtype=np.int64)
+    scores = None if data.get("scores") is None else np.asarray(data["scores"], dtype=np.float64)
+    weights = None if data.get("weights") is None else np.asarray(data["weights"], dtype=np.float64)
+    problem = _inconsistency(indices, scores, weights, budget=data.get("budget"), n=n)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}. Fix: {fix}.")
+    return indices, scores, weights
+
+
+def _inconsistency(
+    indices: np.ndarray, scores: np.ndarray | None, weights: np.ndarray | None, *, budget: Any, n: int | None
+) -> str | None:
+    """What does not fit together in a selection record (``None`` when all does)."""
+    values, counts = np.unique(indices, return_counts=True)
+    if len(values) != len(indices):
+        return f"field 'indices' repeats {values[counts > 1][:5].tolist()}; every index must be distinct"
+    if budget is not None and budget != len(indices):
+        return f"field 'budget' is {budget} but 'indices' holds {len(indices)}"
+    if scores is not None and n is not None and len(scores) != n:
+        return f"field 'scores' holds {len(scores)} values but n_examples is {n} (one score per example)"
+    if scores is not None and indices.max() >= len(scores):
+        return f"field 'indices' holds {indices.max()} but 'scores' has {len(scores)} (one per example)"
+    if weights is not None and len(weights) != len(indices):
+        return f"field 'weights' holds {len(weights)} values for {len(indices)} indices (one per index)"
+    return None
+
+
+def _index_list(n: int | None) -> Check:
+    """A non-empty list of ints in ``[0, n)``; the common all-valid case is checked in one pass."""
+    high = MAX_INDEX if n is None else n - 1
+    slow = list_of(integer(0, high), min_len=1)
+
+    def check(value: Any) -> None:
+        if isinstance(value, list) and value and all(type(v) is int for v in value):
+            if min(value) >= 0 and max(value) <= high:
+                return
+        slow(value)  # finds and names the first bad item
+
+    return check
+
+
+def _number_list(low: float | None = None) -> Check:
+    """A list of finite numbers >= ``low``; the common all-valid case is checked in one numpy pass."""
+    slow = list_of(number(low))
+
+    def check(value: Any) -> None:
+        try:
+            if isinstance(value, list) and all(type(v) is float or type(v) is int for v in value):
+                array = np.asarray(value, dtype=np.float64)
+                if np.isfinite(array).all() and (low is None or not len(array) or array.min() >= low):
+                    return
+            slow(value)  # finds and names the first bad item
+        except OverflowError:  # an int beyond float range (JSON allows any number of digits)
+            raise FieldError("holds a number too large for a float.") from None
+
+    return check
 
 
 def resolve_budget(budget: Budget, n: int) -> int:
@@ -152,6 +242,9 @@ class BaseSelector(ABC):
     input_ndim: ClassVar[tuple[int, ...]] = (1, 2, 3)
     needs_labels: ClassVar[bool] = False
     needs_val: ClassVar[bool] = False
+    scale_free: ClassVar[bool] = True
+    """The selection depends on the input only up to a positive rescaling (cosines, rankings of distances,
+    inner products or norms); False for selectors that read probabilities or 0/1 correctness."""
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters and their current values."""
@@ -314,6 +407,7 @@ class Delegating:
     input_ndim = property(lambda self: self.base.input_ndim)
     needs_labels = property(lambda self: self.base.needs_labels)
     needs_val = property(lambda self: self.base.needs_val)
+    scale_free = property(lambda self: self.base.scale_free)
 
 
 def _reshape_hint(ndim: int, wanted: tuple[int, ...]) -> str:

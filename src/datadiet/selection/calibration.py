@@ -14,6 +14,7 @@ score part. The paper's protocol names are not used: the parameters say what the
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -32,8 +33,9 @@ class Calibrated(Delegating, ScoreSelector):
         self.weighting = weighting
 
     def validate_params(self, n: int) -> None:
-        if isinstance(self.alpha, bool) or not (isinstance(self.alpha, int | float) and 0 <= self.alpha <= 1):
-            raise param_error("calibration", "alpha", "a float in [0, 1]", self.alpha)
+        alpha = self.alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:  # NaN fails
+            raise param_error("calibration", "alpha", "a float in [0, 1]", alpha)
         if self.weighting not in WEIGHTINGS:
             raise param_error("calibration", "weighting", f"one of {list(WEIGHTINGS)}", self.weighting)
         self.base.validate_params(n)

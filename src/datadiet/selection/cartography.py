@@ -10,8 +10,11 @@ example at each of T epochs (or logged passes). Following ``allenai/cartography`
   the highest variability.
 
 Ties go to the lower example index. Values outside [0, 1] are refused: they are not probabilities
-(logits or losses would silently invert the ranking). Rows are read in chunks (a memmap is never
-loaded whole).
+(logits or losses would silently invert the ranking), so neither score is scale-free. Rows are read in
+chunks (a memmap is never loaded whole). The standard deviation is taken on each row multiplied by the
+power of two that brings its largest value into [0.5, 1) (exact; the factor is undone after), so
+probabilities down to float64's smallest normals do not underflow to a spread of 0. ``1 - confidence``
+cannot tell confidences below about 1e-16 apart (``1 - 1e-20 == 1``): such examples tie, lower index first.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from datadiet._chunks import chunk_rows_for, iter_row_chunks
+from datadiet.selection._numerics import row_exponents
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.registry import SELECTORS
 
@@ -80,7 +84,10 @@ def _mean(block: np.ndarray) -> np.ndarray:
 
 
 def _std(block: np.ndarray) -> np.ndarray:
-    return block.std(axis=1, ddof=0)
+    """Population std per row, taken on the row times a power of two (exact), then scaled back."""
+    exponents = row_exponents(block, axis=1)
+    with np.errstate(under="ignore"):
+        return np.ldexp(np.ldexp(block, exponents[:, None]).std(axis=1, ddof=0), -exponents)
 
 
 def confidence(p: np.ndarray) -> np.ndarray:
@@ -136,6 +143,7 @@ class HardToLearn(ScoreSelector):
     """
 
     reads = TRAJECTORY
+    scale_free = False
     input_ndim = (2,)
 
     def __init__(self) -> None:
@@ -165,6 +173,7 @@ class Ambiguous(ScoreSelector):
     """
 
     reads = TRAJECTORY
+    scale_free = False
     input_ndim = (2,)
 
     def __init__(self) -> None:

@@ -14,6 +14,13 @@ and a budget ``k`` counted on the full N:
    ``min(|B|, remaining // strata_left)``; the last (largest) takes what is left;
 4. draw each stratum's share uniformly without replacement from the seeded generator (the reference
    uses an unseeded ``torch.randperm``).
+
+Every step depends on the scores only through their order and their equal-width strata, so the selection
+is invariant to a positive rescaling of the scores: they are multiplied by the power of two that brings
+the largest ``|score|`` into [0.5, 1) first (exact, so ``s`` and ``s * 2**j`` select the same examples bit for
+bit, and ``max - min`` cannot overflow for scores near 1e308 nor vanish for subnormal ones); a trajectory
+is averaged after the same rescaling. Only the non-empty strata are held in memory, so ``n_strata`` may
+exceed ``n_examples`` by far (up to ``MAX_STRATA``) without allocating a bin per stratum.
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ from typing import Literal
 import numpy as np
 
 from datadiet._chunks import chunk_rows_for, iter_row_chunks
+from datadiet.selection._numerics import scale_exponent
 from datadiet.selection.base import BaseSelector, param_error
 from datadiet.selection.registry import SELECTORS
 
 TINY = 1e-9  # relative gap between the top score and the last stratum's upper edge
+MAX_STRATA = 2**53  # stratum numbers stay exact float64 integers
 
 
 def stratified_allocation(sizes: np.ndarray, budget: int) -> np.ndarray:
@@ -75,10 +84,18 @@ def _allocate(sizes: np.ndarray, budget: int) -> np.ndarray:
 def assign_strata(scores: np.ndarray, n_strata: int) -> np.ndarray:
     """Stratum of each score: ``n_strata`` equal-width bins over ``[min, max + tiny)``.
 
+    The edges are those of ``np.linspace(min, max + tiny, n_strata + 1)`` (edge ``i`` is
+    ``min + i * step``, the last is ``max + tiny``), found without building them, so memory is O(n)
+    for any ``n_strata``; a score equal to an edge starts the next stratum (``start <= s < end``). The
+    scores are first multiplied by the power of two that brings the largest ``|score|`` into [0.5, 1)
+    (exact), so the strata of ``s`` and ``s * 2**j`` are the same.
+
     Parameters
     ----------
     scores : ndarray of shape (n,)
+        Finite scores.
     n_strata : int
+        In [1, ``MAX_STRATA``].
 
     Returns
     -------
@@ -88,14 +105,28 @@ def assign_strata(scores: np.ndarray, n_strata: int) -> np.ndarray:
     --------
     >>> assign_strata(np.array([-4.0, -3.0, -2.0, -1.0]), 2).tolist()
     [0, 0, 1, 1]
+    >>> assign_strata(np.array([-4e300, -3e300, -2e300, -1e300]), 2).tolist()
+    [0, 0, 1, 1]
     """
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.ldexp(scores, scale_exponent(scores))
     low, high = float(scores.min()), float(scores.max())
     if high == low:
         return np.zeros(len(scores), dtype=np.int64)
-    edges = np.linspace(low, high + TINY * (high - low), n_strata + 1)
-    # side="right": a score equal to an edge starts the next stratum (start <= s < end);
-    # clipping guards the top score against rounding in the edges
-    return np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, n_strata - 1)
+    stop = high + TINY * (high - low)
+    step = (stop - low) / n_strata  # > 0: |low| or |high| is in [0.5, 1) after the rescaling
+
+    def edge(i: np.ndarray) -> np.ndarray:  # np.linspace's edges: i * step + low, the last one exactly stop
+        return np.where(i >= n_strata, stop, i.astype(np.float64) * step + low)
+
+    # the last edge <= s, by bisection on [0, n_strata] (edges are non-decreasing; equal ones possible)
+    first = np.zeros(len(scores), dtype=np.int64)
+    last = np.full(len(scores), n_strata, dtype=np.int64)
+    while (first < last).any():
+        middle = (first + last + 1) // 2
+        below = edge(middle) <= scores
+        first, last = np.where(below, middle, first), np.where(below, last, middle - 1)
+    return np.minimum(first, n_strata - 1)
 
 
 @SELECTORS.register("ccs")
@@ -107,7 +138,7 @@ class CCS(BaseSelector):
     beta : float, default 0.0
         Fraction of the N examples dropped as hardest first, in [0, 1).
     n_strata : int, default 50
-        Number of equal-width score strata.
+        Number of equal-width score strata, in [1, 2**53]; only the non-empty ones are held in memory.
     hard_end : {"high", "low"}, default "high"
         Which end of the score is hard: "high" for EL2N or forgetting counts, "low" for confidence
         or AUM.
@@ -136,8 +167,12 @@ class CCS(BaseSelector):
         if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta < 1:
             raise param_error(owner, "beta", "a float in the range [0, 1)", beta)
         n_strata = self.n_strata
-        if isinstance(n_strata, bool) or not isinstance(n_strata, numbers.Integral) or n_strata < 1:
-            raise param_error(owner, "n_strata", "an int in the range [1, inf)", n_strata)
+        if (
+            isinstance(n_strata, bool)
+            or not isinstance(n_strata, numbers.Integral)
+            or not 1 <= n_strata <= MAX_STRATA
+        ):
+            raise param_error(owner, "n_strata", "an int in the range [1, 2**53]", n_strata)
         if self.hard_end not in ("high", "low"):
             raise param_error(owner, "hard_end", "one of ['high', 'low']", self.hard_end)
 
@@ -156,9 +191,9 @@ class CCS(BaseSelector):
     ) -> tuple[np.ndarray, None, None]:
         scores = _row_means(values) if values.ndim == 2 else np.asarray(values, dtype=np.float64)
         kept = self._after_cutoff(scores, k)
-        strata = assign_strata(scores[kept], int(self.n_strata))
-        takes = _allocate(np.bincount(strata, minlength=int(self.n_strata)), k)
-        chosen = [rng.choice(kept[strata == s], size=t, replace=False) for s, t in enumerate(takes) if t]
+        members = _strata_members(kept, assign_strata(scores[kept], int(self.n_strata)))
+        takes = _allocate(np.array([len(m) for m in members]), k)
+        chosen = [rng.choice(m, size=t, replace=False) for m, t in zip(members, takes, strict=True) if t]
         return np.concatenate(chosen), None, None
 
     def _after_cutoff(self, scores: np.ndarray, k: int) -> np.ndarray:
@@ -175,9 +210,26 @@ class CCS(BaseSelector):
         return np.sort(hardest_first[cut:])
 
 
+def _strata_members(kept: np.ndarray, strata: np.ndarray) -> list[np.ndarray]:
+    """``kept`` split by stratum: the members of each non-empty stratum, in stratum order, ascending.
+
+    Empty strata take nothing in :func:`_allocate` (they come first and take ``min(0, .) = 0`` without
+    changing the remaining budget), so leaving them out gives the same takes for the non-empty ones.
+    """
+    order = np.argsort(strata, kind="stable")
+    bounds = np.flatnonzero(np.diff(strata[order])) + 1
+    return np.split(kept[order], bounds)
+
+
 def _row_means(values: np.ndarray) -> np.ndarray:
-    """``values.mean(axis=1)`` in its usual dtype, computed in row chunks (a memmap is never loaded whole)."""
-    means = np.empty(len(values), dtype=np.zeros((1, 1), dtype=values.dtype).mean(axis=1).dtype)
+    """``values.mean(axis=1)`` times ``2**e`` (one exact power of two that keeps the sums finite).
+
+    Computed in the values' usual mean dtype, in row chunks (a memmap is never loaded whole); CCS reads the
+    means only through their order and strata, which the common factor does not change.
+    """
+    dtype = np.zeros((1, 1), dtype=values.dtype).mean(axis=1).dtype
+    exponent = scale_exponent(values)
+    means = np.empty(len(values), dtype=dtype)
     for start, block in iter_row_chunks(values, chunk_rows_for(values)):
-        means[start : start + len(block)] = block.mean(axis=1)
+        means[start : start + len(block)] = np.ldexp(block.astype(dtype, copy=False), exponent).mean(axis=1)
     return means

@@ -6,8 +6,12 @@
 highest scores are kept (``subset='keep_max_scores'``); ties go to the lower example index.
 
 Input: class probabilities of shape (n_examples, K), or (n_examples, R, K) for R runs or epochs,
-plus integer labels in [0, K). Rows are read in chunks, so a memmap is never loaded whole (nor an
-(N, K) one-hot matrix built).
+plus integer labels in [0, K). Rows are read in chunks, so a memmap is never loaded whole (nor a one-hot
+matrix built: 1 is subtracted at the label, so a vocabulary-sized K costs no K x K memory).
+
+EL2N reads probabilities, so it is not scale-free (values outside [0, 1] are refused); the norms are taken
+without squaring raw values (:func:`datadiet.selection._numerics.row_norms`), so errors as small as
+float64's smallest normals keep their order instead of underflowing to ties at 0.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from datadiet._chunks import chunk_rows_for, iter_row_chunks
+from datadiet.selection._numerics import row_norms
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.cartography import check_probability_range
 from datadiet.selection.registry import SELECTORS
@@ -75,9 +80,10 @@ def _el2n(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _block_el2n(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    runs = probs if probs.ndim == 3 else probs[:, None, :]
-    onehot = np.eye(runs.shape[-1])[labels]
-    return np.linalg.norm(runs - onehot[:, None, :], axis=-1).mean(axis=1)
+    """``mean_r ||p_r - onehot(y)||`` of a float64 (b, K) or (b, R, K) block (never modified in place)."""
+    errors = np.array(probs if probs.ndim == 3 else probs[:, None, :], dtype=np.float64)  # a copy
+    errors[np.arange(len(errors)), :, labels] -= 1.0
+    return row_norms(errors.reshape(-1, errors.shape[-1])).reshape(errors.shape[:2]).mean(axis=1)
 
 
 @SELECTORS.register("el2n")
@@ -93,6 +99,7 @@ class EL2N(ScoreSelector):
     """
 
     reads = PROBABILITIES
+    scale_free = False
     input_ndim = (2, 3)
     needs_labels = True
 

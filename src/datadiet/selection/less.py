@@ -3,10 +3,15 @@
 Following ``princeton-nlp/LESS`` (``less/data_selection/matching.py``), with gradients
 ``g_c(z)`` of training examples and ``h_c(z')`` of validation examples at checkpoints ``c``:
 
-- every row is L2-normalised per checkpoint, ``phi_c = g_c / ||g_c||`` and ``psi_c = h_c / ||h_c||``
-  (a zero row stays 0, as ``F.normalize`` does, so a zero training gradient scores 0);
+- with ``normalize=True`` (the default, LESS's code) every row is L2-normalised per checkpoint,
+  ``phi_c = g_c / ||g_c||`` and ``psi_c = h_c / ||h_c||`` (a zero row stays 0, as ``F.normalize`` does, so a
+  zero training gradient scores 0); with ``normalize=False`` ``phi_c = g_c`` and ``psi_c = h_c``, the
+  lr-weighted *inner product* Du et al. (ACL 2025, Appendix B) define for classification (they normalise
+  only for generation tasks);
 - ``S[z, z'] = sum_c w_c phi_c(z) . psi_c(z')`` with ``w = lr_weights / sum(lr_weights)`` (equal by
-  default; the weights are the mean learning rate of each checkpoint's epoch);
+  default; the weights are the mean learning rate of each checkpoint's epoch). Renormalising the weights
+  multiplies every score by the same ``1 / sum(lr_weights)``, so the ranking is that of the raw learning
+  rates (Du et al.'s code);
 - ``score(z) = max_j mean_{z' in group j} S[z, z']`` over validation groups (subtasks) ``j``.
 
 Groups are given as one id per validation row (``val_groups``), so they need not be contiguous or of
@@ -15,19 +20,40 @@ linear, ``score(z) = max_j sum_c w_c phi_c(z) . mean_{z' in j} psi_c(z')``: the 
 built, and training (and validation) rows are read in chunks; a memmap's pages are released after each
 chunk. Ties go to the lower example index.
 
+Magnitude: the cosine scores do not depend on the scale of either input, and the inner-product ranking
+does not change when ``train`` or ``val`` is multiplied by a positive constant. Neither squares a raw value:
+each (row, checkpoint) vector is brought to unit norm after an exact power-of-two rescaling
+(:func:`datadiet.selection._numerics.unit_rows`), and for the inner product every training row and the
+validation set are rescaled by powers of two that are undone at the end
+(:func:`~datadiet.selection._numerics.as_float64_scores`: the scores are exact where float64 holds them,
+otherwise all times one power of two, with a warning). So gradients of magnitude 1e-170 or 1e150 (float64)
+or 1e-30 / 1e30 (float32) select what the same gradients at magnitude 1 do, and ``x`` and ``x * 2**j`` the
+same examples bit for bit. Rows that are nonzero but all subnormal (per checkpoint when normalising) are
+refused with the reason.
+
 Training gradients in LESS are Adam-preconditioned before projection (:func:`adam_precondition`);
 validation gradients stay plain SGD gradients.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
 from datadiet._chunks import iter_row_chunks, release_pages
+from datadiet._validation import as_finite_array
 from datadiet.engine import current_engine, row_chunks
+from datadiet.selection._numerics import (
+    as_float64_scores,
+    check_checkpoint_magnitudes,
+    check_magnitudes,
+    row_exponents,
+    scale_exponent,
+    unit_rows,
+)
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.registry import SELECTORS
 from datadiet.selection.self_influence import (
@@ -37,9 +63,10 @@ from datadiet.selection.self_influence import (
     check_lr_weights,
     checkpoint_weights,
     default_chunk_rows,
+    shown,
 )
 
-VAL_GROUPS = "None or a 1-D sequence of hashable group ids, one per validation row"
+VAL_GROUPS = "None or a 1-D sequence of hashable group ids (not NaN), one per validation row"
 
 
 def adam_precondition(
@@ -111,12 +138,14 @@ def check_val_groups(val_groups: Sequence[Hashable] | np.ndarray | None, *, owne
     if val_groups is None:
         return None
     if isinstance(val_groups, str | bytes) or not hasattr(val_groups, "__len__"):
-        raise param_error(owner, "val_groups", VAL_GROUPS, val_groups)
+        raise param_error(owner, "val_groups", VAL_GROUPS, shown(val_groups))
     ids = val_groups.tolist() if hasattr(val_groups, "tolist") else list(val_groups)
     try:
         set(ids)  # nested lists (a 2-D array) and other unhashable ids fail here
     except TypeError:
-        raise param_error(owner, "val_groups", VAL_GROUPS, val_groups) from None
+        raise param_error(owner, "val_groups", VAL_GROUPS, shown(ids)) from None
+    if any(isinstance(group, float) and math.isnan(group) for group in ids):  # NaN != NaN: no group
+        raise param_error(owner, "val_groups", VAL_GROUPS, shown(ids))
     return ids
 
 
@@ -140,9 +169,10 @@ def less_scores(
     *,
     lr_weights: Sequence[float] | np.ndarray | None = None,
     val_groups: Sequence[Hashable] | np.ndarray | None = None,
+    normalize: bool = True,
     chunk_size: int | None = None,
 ) -> np.ndarray:
-    """LESS score of every training example: max over validation groups of the mean cosine match.
+    """LESS score of every training example: max over validation groups of the mean weighted match.
 
     Parameters
     ----------
@@ -154,6 +184,9 @@ def less_scores(
         Checkpoint weights (renormalised to sum 1); default equal.
     val_groups : sequence of shape (n_val,), optional
         Group (subtask) id of each validation row; default one group.
+    normalize : bool, default True
+        L2-normalise every row per checkpoint (cosine match, LESS's code); False: the plain lr-weighted
+        inner product (Du et al.'s classification definition). See the module docstring.
     chunk_size : int, optional
         Training rows per chunk; default as many as fit in 64 MiB of float64.
 
@@ -163,18 +196,30 @@ def less_scores(
 
     Examples
     --------
-    >>> less_scores([[2.0, 0.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 3.0]], val_groups=["a", "b"]).tolist()
+    >>> train, val = [[2.0, 0.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 3.0]]
+    >>> less_scores(train, val, val_groups=["a", "b"]).tolist()
     [1.0, 0.7071067811865475]
+    >>> less_scores(train, val, val_groups=["a", "b"], normalize=False).tolist()
+    [2.0, 3.0]
     """
+    owner = "less_scores"
     train, val = _check_train_val(train, val)
-    ids = check_val_groups(val_groups, owner="less_scores")
-    weights = checkpoint_weights(check_lr_weights(lr_weights, owner="less_scores"), train.shape[1])
-    rows = check_chunk_size(chunk_size, train.shape[1] * train.shape[2], owner="less_scores")
-    return _less(train, val, weights, group_codes(ids, len(val)), rows)
+    ids = check_val_groups(val_groups, owner=owner)
+    check_normalize(normalize, owner=owner)
+    weights = checkpoint_weights(check_lr_weights(lr_weights, owner=owner), train.shape[1], owner=owner)
+    rows = check_chunk_size(chunk_size, train.shape[1] * train.shape[2], owner=owner)
+    groups = group_codes(ids, len(val))
+    return _less(train, val, weights, groups, rows, normalize=bool(normalize), names=("train", "val"))
+
+
+def check_normalize(normalize: object, *, owner: str) -> None:
+    """Refuse anything but a bool for ``normalize`` (a string ``"false"`` would read as True)."""
+    if not isinstance(normalize, bool | np.bool_):
+        raise param_error(owner, "normalize", "True or False", normalize)
 
 
 def _check_train_val(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    arrays = [a if isinstance(a, np.ndarray) else np.asarray(a, dtype=np.float64) for a in (train, val)]
+    arrays = [as_finite_array(a, name=name) for a, name in ((train, "train"), (val, "val"))]
     for name, array in zip(("train", "val"), arrays, strict=True):
         if array.ndim not in (2, 3) or 0 in array.shape:
             raise ValueError(f"'less_scores' reads {GRADIENTS} for {name}. Got shape {array.shape} instead.")
@@ -186,43 +231,101 @@ def _check_train_val(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np
     return as_checkpoints(arrays[0]), as_checkpoints(arrays[1])
 
 
-def _normalise(block: np.ndarray) -> np.ndarray:
-    """L2-normalise the last axis of a (b, C, d) float64 block; zero rows stay zero."""
-    norms = np.linalg.norm(block, axis=-1, keepdims=True)
-    return np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
+def relative_weights(weights: np.ndarray) -> np.ndarray:
+    """``weights / sum(weights)`` for any finite weights >= 0 (first scaled by a power of two: exact).
+
+    >>> relative_weights(np.array([1e308, 1e308])).tolist(), relative_weights(np.array([3.0, 1.0])).tolist()
+    ([0.5, 0.5], [0.75, 0.25])
+    """
+    scaled = np.ldexp(weights, scale_exponent(weights))
+    return scaled / scaled.sum()
 
 
-def _group_targets(val: np.ndarray, codes: np.ndarray, n_groups: int, rows: int) -> np.ndarray:
-    """Mean normalised validation row per group, flattened: shape (n_groups, C * d)."""
+def _unit_checkpoints(block: np.ndarray) -> np.ndarray:
+    """Every (row, checkpoint) vector of a (b, C, d) block at unit L2 norm, any magnitude; zeros stay 0."""
+    return unit_rows(block.reshape(-1, block.shape[-1]), np.float64).reshape(block.shape)
+
+
+def _group_means(
+    val: np.ndarray,
+    codes: np.ndarray,
+    n_groups: int,
+    rows: int,
+    transform: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Mean of ``transform(rows)`` per validation group: shape (n_groups, C, d)."""
     sums = np.zeros((n_groups, val.shape[1] * val.shape[2]))
     for start, raw in iter_row_chunks(val, rows, dtype=np.float64):
-        block = _normalise(raw)
+        block = transform(raw)
         np.add.at(sums, codes[start : start + rows], block.reshape(len(block), -1))
-    return sums / np.bincount(codes, minlength=n_groups)[:, None]
+    means = sums / np.bincount(codes, minlength=n_groups)[:, None]
+    return means.reshape(n_groups, val.shape[1], val.shape[2])
 
 
 def _less(
-    train: np.ndarray, val: np.ndarray, weights: np.ndarray, groups: tuple[np.ndarray, int], rows: int
+    train: np.ndarray,
+    val: np.ndarray,
+    weights: np.ndarray,
+    groups: tuple[np.ndarray, int],
+    rows: int,
+    *,
+    normalize: bool,
+    names: tuple[str, str],
 ) -> np.ndarray:
-    n_checkpoints, dim = train.shape[1], train.shape[2]
-    targets = _group_targets(val, *groups, rows).reshape(-1, n_checkpoints, dim)
-    targets = (targets * (weights / weights.sum())[None, :, None]).reshape(len(targets), -1)
-    parts = current_engine().map(_chunk_scores, row_chunks(len(train), rows), (train, targets))
-    return np.concatenate(parts) if parts else np.empty(0)
+    """Scores of validated (n, C, d) train and val: targets once, then row chunks on the current engine."""
+    relative = relative_weights(weights)[None, :, None]
+    pieces = row_chunks(len(train), rows)
+    if normalize:
+        for array, name in zip((train, val), names, strict=True):
+            check_checkpoint_magnitudes(array, name=name)
+        targets = (_group_means(val, *groups, rows, _unit_checkpoints) * relative).reshape(groups[1], -1)
+        return np.concatenate(current_engine().map(_chunk_cosine, pieces, (train, targets)))
+    for array, name in zip((train, val), names, strict=True):
+        check_magnitudes(array, name=name)
+    val_exponent = scale_exponent(val)
+    means = _group_means(val, *groups, rows, lambda block: np.ldexp(block, val_exponent))
+    targets = (means * relative).reshape(groups[1], -1)
+    target_exponent = scale_exponent(targets)
+    targets = np.ldexp(targets, target_exponent)
+    parts = current_engine().map(_chunk_inner, pieces, (train, targets))
+    mantissa = np.concatenate([part[0] for part in parts])
+    exponent = np.concatenate([part[1] for part in parts]) - val_exponent - target_exponent
+    return as_float64_scores(mantissa, exponent, what="less scores (normalize=False)")
 
 
-def _chunk_scores(piece: tuple[int, int], shared: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Scores of training rows ``start:stop`` (one task of the engine's map)."""
-    train, targets = shared
+def _train_rows(piece: tuple[int, int], train: np.ndarray) -> np.ndarray:
+    """Training rows ``start:stop`` as a float64 (b, C, d) block; a memmap's pages are then released."""
     view = train[piece[0] : piece[1]]
-    block = _normalise(np.asarray(view, dtype=np.float64))
+    block = np.asarray(view, dtype=np.float64)
     release_pages(view)
+    return block
+
+
+def _chunk_cosine(piece: tuple[int, int], shared: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Cosine scores of training rows ``start:stop`` (one task of the engine's map)."""
+    train, targets = shared
+    block = _unit_checkpoints(_train_rows(piece, train))
     return (block.reshape(len(block), -1) @ targets.T).max(axis=1)
+
+
+def _chunk_inner(
+    piece: tuple[int, int], shared: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inner-product scores of training rows ``start:stop`` as (mantissa, exponent) (one engine task).
+
+    Each row is first scaled by the power of two bringing its largest ``|value|`` into [0.5, 1) (exact), so
+    no product over- or underflows; the row's exponent is returned with its best match.
+    """
+    train, targets = shared
+    block = _train_rows(piece, train).reshape(piece[1] - piece[0], -1)
+    exponents = row_exponents(block)
+    best = (np.ldexp(block, exponents[:, None]) @ targets.T).max(axis=1)
+    return best, -exponents
 
 
 @SELECTORS.register("less")
 class Less(ScoreSelector):
-    """Keep the training examples whose normalised gradients best match a validation group.
+    """Keep the training examples whose gradients best match a validation group (cosine by default).
 
     Parameters
     ----------
@@ -231,14 +334,19 @@ class Less(ScoreSelector):
         default equal weights.
     val_groups : sequence, optional
         Group (subtask) id of each validation row, any hashable values; default one group.
+    normalize : bool, default True
+        True: L2-normalise every row per checkpoint first (LESS's code, a cosine match). False: the plain
+        lr-weighted inner product (Du et al.'s definition for classification).
 
     Examples
     --------
     >>> import numpy as np
-    >>> train = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> train = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 3.0]])
     >>> val = np.array([[0.0, 2.0]])
-    >>> Less().select(train, 1, val=val).indices.tolist()
+    >>> Less().select(train, 1, val=val).indices.tolist()  # cosines 0, 1, 0.707
     [1]
+    >>> Less(normalize=False).select(train, 1, val=val).indices.tolist()  # inner products 0, 2, 6
+    [2]
     """
 
     reads = GRADIENTS
@@ -250,13 +358,17 @@ class Less(ScoreSelector):
         *,
         lr_weights: Sequence[float] | None = None,
         val_groups: Sequence[Hashable] | None = None,
+        normalize: bool = True,
     ) -> None:
         self.lr_weights = lr_weights
         self.val_groups = val_groups
+        self.normalize = normalize
 
     def validate_params(self, n: int) -> None:
-        check_lr_weights(self.lr_weights, owner=type(self).__name__)
-        check_val_groups(self.val_groups, owner=type(self).__name__)
+        owner = type(self).__name__
+        check_lr_weights(self.lr_weights, owner=owner)
+        check_val_groups(self.val_groups, owner=owner)
+        check_normalize(self.normalize, owner=owner)
 
     def _scores(
         self,
@@ -266,8 +378,11 @@ class Less(ScoreSelector):
         val: np.ndarray | None,
         rng: np.random.Generator,
     ) -> np.ndarray:
+        owner = type(self).__name__
         train, val = as_checkpoints(values), as_checkpoints(val)
-        lr_weights = check_lr_weights(self.lr_weights, owner=type(self).__name__)
-        weights = checkpoint_weights(lr_weights, train.shape[1])
-        groups = group_codes(check_val_groups(self.val_groups, owner=type(self).__name__), len(val))
-        return _less(train, val, weights, groups, default_chunk_rows(train.shape[1] * train.shape[2]))
+        lr_weights = check_lr_weights(self.lr_weights, owner=owner)
+        weights = checkpoint_weights(lr_weights, train.shape[1], owner=owner)
+        groups = group_codes(check_val_groups(self.val_groups, owner=owner), len(val))
+        rows = default_chunk_rows(train.shape[1] * train.shape[2])
+        names = ("rep.values", "val.values")
+        return _less(train, val, weights, groups, rows, normalize=bool(self.normalize), names=names)

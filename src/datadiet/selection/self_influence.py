@@ -10,6 +10,14 @@ The gradients must **not** be normalised beforehand: with unit rows every score 
 constant (the pitfall in Du et al., ACL 2025). Rows are read in chunks, so a memory-mapped
 (n_examples, C, d) array is never loaded whole, and its pages are released after each chunk
 (:func:`datadiet._chunks.iter_row_chunks`).
+
+Magnitude: nothing unscaled is squared (:func:`datadiet.selection._numerics.weighted_square_norms`), so the
+ranking is that of the exact ``SI`` for gradients of any finite magnitude (``1e-170`` or ``1e150`` in float64)
+and is invariant to a positive rescaling of the gradients or of ``lr_weights`` (bit for bit under a power of
+two). The scores are ``SI`` itself whenever float64 holds every value; otherwise all are reported times one
+power of two, with a ``ScoresRescaledWarning``. Refused with the reason: examples whose values are nonzero
+but all subnormal (too few significant bits, :func:`~datadiet.selection._numerics.check_magnitudes`) and
+inputs whose scores span more than float64's range (nonzero ones more than 2**1022 below the largest).
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from datadiet._chunks import release_pages
+from datadiet._validation import as_finite_array
 from datadiet.engine import current_engine, row_chunks
+from datadiet.selection._numerics import as_float64_scores, check_magnitudes, weighted_square_norms
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.registry import SELECTORS
 
@@ -34,27 +44,37 @@ def check_lr_weights(lr_weights: Sequence[float] | np.ndarray | None, *, owner: 
     if lr_weights is None:
         return None
     if isinstance(lr_weights, str | bytes):
-        raise param_error(owner, "lr_weights", LR_WEIGHTS, lr_weights)
+        raise param_error(owner, "lr_weights", LR_WEIGHTS, shown(lr_weights))
     try:
         weights = np.asarray(lr_weights, dtype=np.float64)
     except (TypeError, ValueError):
-        raise param_error(owner, "lr_weights", LR_WEIGHTS, lr_weights) from None
+        raise param_error(owner, "lr_weights", LR_WEIGHTS, shown(lr_weights)) from None
     if weights.ndim != 1 or weights.size == 0 or not np.isfinite(weights).all():
-        raise param_error(owner, "lr_weights", LR_WEIGHTS, lr_weights)
+        raise param_error(owner, "lr_weights", LR_WEIGHTS, shown(lr_weights))
     if (weights < 0).any() or not (weights > 0).any():
-        raise param_error(owner, "lr_weights", LR_WEIGHTS, lr_weights)
+        raise param_error(owner, "lr_weights", LR_WEIGHTS, shown(lr_weights))
     return weights
 
 
-def checkpoint_weights(lr_weights: np.ndarray | None, n_checkpoints: int) -> np.ndarray:
+def shown(value: object, limit: int = 8) -> object:
+    """``value`` for an error message: a long sequence is abbreviated to its first ``limit`` items.
+
+    >>> shown([1.0, 2.0]), shown(list(range(100)), 3)
+    ([1.0, 2.0], '[0, 1, 2, ... (100 items)]')
+    """
+    items = value.tolist() if isinstance(value, np.ndarray) else value
+    if isinstance(items, list | tuple) and len(items) > limit:
+        return f"[{', '.join(repr(item) for item in items[:limit])}, ... ({len(items)} items)]"
+    return items
+
+
+def checkpoint_weights(lr_weights: np.ndarray | None, n_checkpoints: int, *, owner: str) -> np.ndarray:
     """One weight per checkpoint: ``lr_weights`` checked for length, or all ones when ``None``."""
     if lr_weights is None:
         return np.ones(n_checkpoints)
     if len(lr_weights) != n_checkpoints:
-        raise ValueError(
-            f"lr_weights has {len(lr_weights)} weights but the gradients have n_checkpoints={n_checkpoints}; "
-            "give one weight per checkpoint."
-        )
+        constraint = f"one weight per checkpoint (the gradients have n_checkpoints={n_checkpoints})"
+        raise param_error(owner, "lr_weights", constraint, shown(lr_weights))
     return lr_weights
 
 
@@ -97,6 +117,13 @@ def self_influence_scores(
     Returns
     -------
     ndarray of shape (n_examples,)
+        ``SI`` in float64; if float64 cannot hold every value, all times one power of two (with a
+        ``ScoresRescaledWarning``; see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        For NaN/inf, an example whose values are all subnormal, or scores spanning more than float64's range.
 
     Examples
     --------
@@ -105,28 +132,37 @@ def self_influence_scores(
     >>> self_influence_scores(g, lr_weights=[2.0, 1.0]).tolist()
     [11.0, 20.0]
     """
-    if not isinstance(grads, np.ndarray):
-        grads = np.asarray(grads, dtype=np.float64)
+    grads = as_finite_array(grads, name="grads")
     if grads.ndim not in (2, 3) or 0 in grads.shape:
         raise ValueError(f"'self_influence_scores' reads {GRADIENTS}. Got shape {grads.shape} instead.")
+    owner = "self_influence_scores"
     grads = as_checkpoints(grads)
-    weights = checkpoint_weights(check_lr_weights(lr_weights, owner="self_influence_scores"), grads.shape[1])
-    rows = check_chunk_size(chunk_size, grads.shape[1] * grads.shape[2], owner="self_influence_scores")
-    return _self_influence(grads, weights, rows)
+    weights = checkpoint_weights(check_lr_weights(lr_weights, owner=owner), grads.shape[1], owner=owner)
+    rows = check_chunk_size(chunk_size, grads.shape[1] * grads.shape[2], owner=owner)
+    return _self_influence(grads, weights, rows, name="grads")
 
 
-def _self_influence(grads: np.ndarray, weights: np.ndarray, rows: int) -> np.ndarray:
-    """Row chunks as a map on the current engine (:mod:`datadiet.engine`), concatenated in order."""
+def _self_influence(grads: np.ndarray, weights: np.ndarray, rows: int, *, name: str) -> np.ndarray:
+    """Row chunks as a map on the current engine (:mod:`datadiet.engine`), combined in order.
+
+    Each chunk gives its rows' ``SI`` as (mantissa, exponent); :func:`as_float64_scores` turns them into
+    float64 scores (the same bits whichever engine or chunking computed them).
+    """
+    check_magnitudes(grads, name=name)
     parts = current_engine().map(_chunk_influence, row_chunks(len(grads), rows), (grads, weights))
-    return np.concatenate(parts) if parts else np.empty(0)
+    mantissa = np.concatenate([part[0] for part in parts])
+    exponent = np.concatenate([part[1] for part in parts])
+    return as_float64_scores(mantissa, exponent, what="self_influence scores")
 
 
-def _chunk_influence(piece: tuple[int, int], shared: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _chunk_influence(
+    piece: tuple[int, int], shared: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     grads, weights = shared
     view = grads[piece[0] : piece[1]]
     block = np.asarray(view, dtype=np.float64)
     release_pages(view)
-    return np.einsum("bcd,bcd->bc", block, block) @ weights
+    return weighted_square_norms(block, weights)
 
 
 @SELECTORS.register("self_influence")
@@ -163,7 +199,9 @@ class SelfInfluence(ScoreSelector):
         val: np.ndarray | None,
         rng: np.random.Generator,
     ) -> np.ndarray:
+        owner = type(self).__name__
         grads = as_checkpoints(values)
-        lr_weights = check_lr_weights(self.lr_weights, owner=type(self).__name__)
-        weights = checkpoint_weights(lr_weights, grads.shape[1])
-        return _self_influence(grads, weights, default_chunk_rows(grads.shape[1] * grads.shape[2]))
+        lr_weights = check_lr_weights(self.lr_weights, owner=owner)
+        weights = checkpoint_weights(lr_weights, grads.shape[1], owner=owner)
+        rows = default_chunk_rows(grads.shape[1] * grads.shape[2])
+        return _self_influence(grads, weights, rows, name="rep.values")
