@@ -121,13 +121,13 @@ BAD_INPUTS = [
     (["--algorithm", "random", "--budget", "41"], "feat", "budget=41"),
     (["--algorithm", "random", "--budget", "1.5"], "feat", "fraction"),
     (["--algorithm", "random", "--budget", "lots"], "feat", "--budget"),
-    (["--algorithm", "randon", "--budget", "5"], "feat", "Unknown selector 'randon'. Available"),
+    (["--algorithm", "randon", "--budget", "5"], "feat", "Unknown selector 'randon'. Did you mean 'random'?"),
     (["--algorithm", "s2l", "--budget", "5", "--param", "clusters=3"], "feat", "Unknown parameter"),
     (["--algorithm", "s2l", "--budget", "5", "--param", "oops"], "feat", "key=value"),
     (["--algorithm", "prototypicality", "--budget", "5"], "grads", "'prototypicality' reads"),
     (["--algorithm", "el2n", "--budget", "5"], "feat", "needs labels"),
     (["--algorithm", "less", "--budget", "5"], "feat", "needs a validation"),
-    (["--algorithm", "random", "--budget", "5", "--balance", "equal"], "feat", "'balance'"),
+    (["--algorithm", "random", "--budget", "5", "--balance", "equal"], "feat", "--balance must be one of"),
     (["--algorithm", "s2l", "--budget", "5", "--calibrate", "0.5"], "feat", "score-based"),
 ]
 

@@ -54,6 +54,8 @@ def number(low: float | None = None, high: float | None = None, *, finite: bool 
 
     def check(value: Any) -> None:
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if ok and isinstance(value, numbers.Integral) and abs(value) > 2**1023:
+            raise FieldError(f"must be within the float range. Got an int of {len(str(value))} digits.")
         if ok and finite and not math.isfinite(value):
             raise FieldError(f"must be a finite number. Got {_show(value)}.")
         if not ok or (low is not None and value < low) or (high is not None and value > high):

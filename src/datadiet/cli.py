@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import re
 import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
@@ -15,7 +17,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from datadiet.io import atomic_write_json, load_array, read_json
+from datadiet._records import read_json_file
+from datadiet._validation import did_you_mean
+from datadiet.io import atomic_write_json, load_array
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Data pruning: representation x selection."
@@ -26,14 +30,25 @@ EngineOption = Annotated[str, typer.Option(help="local | ray (see docs/distribut
 RayAddressOption = Annotated[
     str | None, typer.Option(help="With --engine ray: 'auto' or 'ray://head:10001'; unset: a local one.")
 ]
+OutputOption = Annotated[
+    Path | None, typer.Option(help="Output folder, overriding the config's `output` (e.g. after moving it).")
+]
+MAX_PARAM_CHARS = 10_000
+"""Longest ``--param`` value (a list of a few hundred learning rates fits easily)."""
+MAX_PARAM_DEPTH = 8
+"""Deepest nesting of lists and mappings in a ``--param`` value."""
+_EXPONENT_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+_DECIMAL = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 
 def _friendly_errors(func: F) -> F:
     """Turn user errors into one line on stderr and exit code 2.
 
     User errors: bad values and types, missing or unreadable files and folders (any ``OSError``: not found,
-    permission denied, a folder where a file is expected), unknown keys, a missing optional dependency
-    (whose message says what to install), and a damaged cache entry (with the command that rebuilds it).
+    permission denied, a folder where a file is expected, a full disk), unknown keys, a missing optional
+    dependency (whose message says what to install), a truncated file a library hit the end of
+    (``EOFError``, which click would print as a bare "Aborted."), and a damaged cache entry (with the
+    command that rebuilds it). Live progress bars are closed first, so the message starts its own line.
     """
 
     from datadiet._store_io import StoreError
@@ -43,48 +58,141 @@ def _friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except StoreError as exc:  # a damaged or locked cache entry: the whole message names the fix
-            typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+            _print_error(" ".join(str(exc).split()))
             raise typer.Exit(code=2) from None
-        except (ValueError, TypeError, OSError, KeyError, ImportError) as exc:
+        except (ValueError, TypeError, OSError, KeyError, ImportError, EOFError) as exc:
+            # EOFError: a truncated file read by a library; click would print only "Aborted."
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            typer.echo(f"error: {message}", err=True)
+            _print_error(message)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _print_error(message: str) -> None:
+    """``error: message`` on stderr, at the start of a line even while progress bars are drawn."""
+    _close_progress_bars()
+    typer.echo(f"error: {message}", err=True)
+
+
+def _close_progress_bars() -> None:
+    """Close every live tqdm bar, which ends its line (or clears it), so nothing is printed onto a bar."""
+    std = sys.modules.get("tqdm.std")  # never import tqdm just for this
+    if std is None:
+        return
+    for bar in list(getattr(std.tqdm, "_instances", ())):
+        with contextlib.suppress(Exception):
+            bar.close()
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` with a "did you mean" hint."""
+    if value not in choices:
+        hint = did_you_mean(value, choices)
+        raise ValueError(f"{option} must be one of {list(choices)}. Got {value!r} instead.{hint}")
+    return value
+
+
 def parse_budget(text: str) -> int | float:
     """``"1200"`` is a count; ``"0.3"`` (or ``"3e-1"``) is a fraction."""
     text = text.strip()
-    if text.lstrip("+-").isdigit():
+    if re.fullmatch(r"[-+]?[0-9]+", text):
         return int(text)
-    try:
+    if _DECIMAL.fullmatch(text):
         return float(text)
-    except ValueError:
-        raise ValueError(f"--budget must be an int count or a fraction in (0, 1]. Got {text!r}.") from None
+    raise ValueError(f"--budget must be an int count or a fraction in (0, 1]. Got {text[:40]!r}.")
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """``["n_clusters=10", "metric=cosine"]`` -> typed dict (values parsed as YAML scalars/lists)."""
+    """``["n_clusters=10", "metric=cosine"]`` -> typed dict (values parsed as YAML scalars/lists).
+
+    A value is plain data: a number, a word, true/false, null, or a list or mapping of those. YAML tags
+    (``!!python/...``), anchors and aliases, dates, NaN/inf and values over :data:`MAX_PARAM_CHARS`
+    characters are refused, naming the ``--param``.
+    """
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--param must look like key=value. Got {pair!r}.")
-        params[key.strip()] = _numbers_as_numbers(yaml.safe_load(value)) if value.strip() else None
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--param must look like key=value. Got {pair[:80]!r}.")
+        if key in params:
+            raise ValueError(f"--param {key} is given twice; pass each parameter once.")
+        params[key] = parse_param_value(key, value)
     return params
 
 
-def _numbers_as_numbers(value: Any) -> Any:
-    """YAML 1.1 reads ``2e-5`` (no dot) as a string; read it as the float it is."""
+def parse_param_value(key: str, text: str) -> Any:
+    """The value of ``--param key=text`` (see :func:`parse_params`)."""
+    where = f"--param {key}"
+    if not text.strip():
+        return None
+    if len(text) > MAX_PARAM_CHARS:
+        raise ValueError(f"{where} is {len(text)} characters long; the limit is {MAX_PARAM_CHARS}.")
+    if _flow_depth(text) > MAX_PARAM_DEPTH:  # checked first: YAML parses deep [[[...]]] in quadratic time
+        raise ValueError(f"{where} is nested more than {MAX_PARAM_DEPTH} levels deep.")
+    try:
+        _refuse_yaml_features(text, where)
+        value = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ValueError(
+            f"{where}={text[:40]!r} is not a valid value ({problem}). Write a number, a word, or a list like "
+            "[1, 2]; quote text that holds YAML characters ('...')."
+        ) from None
+    return _plain_value(value, where, depth=0)
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[...]``/``{...}`` in ``text``, brackets inside quoted scalars not counted."""
+    depth = deepest = 0
+    quote, escaped, previous = "", False, " "
+    for char in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote == '"':
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "'\"" and (previous.isspace() or previous in "[{,:"):  # a quoted scalar starts here
+            quote = char
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+        previous = char
+    return deepest
+
+
+def _refuse_yaml_features(text: str, where: str) -> None:
+    """Refuse tags, anchors and aliases (they build objects or blow up in size) before anything is built."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ValueError(f"{where} uses a YAML anchor or alias (& or *); write the value out in full.")
+        if getattr(event, "tag", None) is not None:  # set only when the text names a tag
+            raise ValueError(f"{where} uses a YAML tag ({event.tag}); write plain values (quote text).")
+
+
+def _plain_value(value: Any, where: str, *, depth: int) -> Any:
+    """``value`` as plain JSON-like data; YAML 1.1 strings such as ``2e-5`` read as the floats they are."""
+    if depth > MAX_PARAM_DEPTH:
+        raise ValueError(f"{where} is nested more than {MAX_PARAM_DEPTH} levels deep.")
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} is {value}; a parameter must be a finite number.")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
     if isinstance(value, list):
-        return [_numbers_as_numbers(v) for v in value]
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+        return [_plain_value(item, where, depth=depth + 1) for item in value]
+    if isinstance(value, dict) and all(isinstance(name, str) for name in value):
+        return {name: _plain_value(item, where, depth=depth + 1) for name, item in value.items()}
+    raise ValueError(
+        f"{where} reads as a {type(value).__name__} ({str(value)[:40]!r}); quote it to pass text, or "
+        "give a number, a word, or a list."
+    )
 
 
 @app.command()
@@ -111,7 +219,11 @@ def select(
 ) -> None:
     """Select a subset from a stored representation and write selection.json."""
     from datadiet.api import select as run_select
+    from datadiet.selection.balancing import BALANCE_MODES
+    from datadiet.selection.calibration import WEIGHTINGS
 
+    check_choice("--balance", balance, tuple(dict.fromkeys(("none", *BALANCE_MODES))))
+    check_choice("--weighting", weighting, tuple(WEIGHTINGS))
     params = parse_params(param or [])
     if val_groups is not None:
         params["val_groups"] = load_array(val_groups, name="val groups")
@@ -138,37 +250,94 @@ def select(
 @contextlib.contextmanager
 def engine_block(name: str, address: str | None) -> Iterator[None]:
     """Run the block's maps on the named engine (``local`` or ``ray``)."""
-    from datadiet.engine import make_engine, use_engine
+    from datadiet.engine import ENGINES, make_engine, use_engine
 
+    check_choice("--engine", name, tuple(ENGINES))
     if address is not None and name != "ray":
-        raise typer.BadParameter("--ray-address needs --engine ray.")
+        raise ValueError("--ray-address needs --engine ray.")
     with use_engine(make_engine(name, address=address)):
         yield
 
 
 def load_features(path: Path, *, name: str) -> Any:
-    """A ``.npy`` array, or a representation-store entry directory (validated against its manifest)."""
+    """A ``.npy`` array, or a representation-store entry directory (validated against its manifest).
+
+    A file inside a store entry is read as that entry (``values.npy``, with its provenance) or refused
+    naming the entry folder to pass; a folder that is not an entry is refused saying what to pass.
+    """
     from datadiet.representations.base import Representation
-    from datadiet.store import RepresentationStore
 
     if path.is_dir():
-        rep = RepresentationStore(path.parent).load(path.name)
-        if rep is None:
-            raise FileNotFoundError(f"{name} '{path}' is not a complete representation-store entry.")
-        return rep
-    return Representation(load_array(path, name=name, mmap=True), kind="features")
+        return _load_entry(path, name=name)
+    entry = _enclosing_entry(path)
+    if entry is not None:
+        if path.name == "values.npy" and (entry / "manifest.json").is_file():
+            return _load_entry(entry, name=name)  # the entry, not its bare values: keep the provenance
+        raise ValueError(
+            f"{name} '{path}' is a file inside the representation-store entry '{entry}'; pass the entry "
+            f"folder instead: --{name.replace(' ', '-')} {entry}"
+        )
+    array = load_array(path, name=name, mmap=True)
+    if array.dtype.kind not in "biufc":
+        raise ValueError(
+            f"{name} file '{path}' holds {array.dtype} text, not numbers; it must be a numeric .npy "
+            "(N x d): convert it, e.g. np.save('features.npy', np.loadtxt(path, delimiter=','))."
+        )
+    return Representation(array, kind="features")
+
+
+def _enclosing_entry(path: Path) -> Path | None:
+    """The store entry folder that holds the file ``path`` (complete or partial), if any."""
+    from datadiet._store_io import KEY_PATTERN, MANIFEST, WRITER_SPEC
+
+    folder = path.parent
+    if KEY_PATTERN.fullmatch(folder.name) is None:
+        return None
+    return folder if (folder / MANIFEST).is_file() or (folder / WRITER_SPEC).is_file() else None
+
+
+def _load_entry(folder: Path, *, name: str) -> Any:
+    """The complete store entry ``folder``, or a ``ValueError`` saying what to pass instead."""
+    from datadiet._store_io import KEY_PATTERN, MANIFEST, WRITER_SPEC
+    from datadiet.store import RepresentationStore
+
+    keyed = KEY_PATTERN.fullmatch(folder.name) is not None
+    if not keyed or not (folder / MANIFEST).is_file():
+        if keyed and (folder / WRITER_SPEC).is_file():
+            raise FileNotFoundError(
+                f"{name} '{folder}' is a partial representation-store entry (its write was interrupted); "
+                "rerun the command that builds it (e.g. datadiet represent) to finish it."
+            )
+        raise ValueError(
+            f"{name} '{folder}' is a folder but not a representation-store entry (no manifest.json); pass "
+            "a .npy file or an entry folder <store>/<key> (the paths `datadiet represent` lists)."
+        )
+    rep = RepresentationStore(folder.parent).load(folder.name)
+    if rep is None:
+        raise FileNotFoundError(f"{name} '{folder}' is not a complete representation-store entry.")
+    return rep
+
+
+def _reference_config(path: Path, output: Path | None) -> Any:
+    """The reference config in ``path``, with ``output`` replaced when ``--output`` is given."""
+    import dataclasses
+
+    from datadiet.config import ReferenceConfig, load_config
+
+    cfg = load_config(path, ReferenceConfig)
+    return cfg if output is None else dataclasses.replace(cfg, output=str(output))
 
 
 @app.command()
 @_friendly_errors
 def reference(
     config: Annotated[Path, typer.Option(help="YAML config (see docs/representations.md).")],
+    output: OutputOption = None,
 ) -> None:
     """Train the reference model and record its training dynamics and checkpoints (resumable)."""
-    from datadiet.config import ReferenceConfig, load_config
     from datadiet.pipeline import run_reference
 
-    run = run_reference(load_config(config, ReferenceConfig))
+    run = run_reference(_reference_config(config, output))
     console.print(f"reference run ready in {run.run_dir}")
 
 
@@ -176,14 +345,14 @@ def reference(
 @_friendly_errors
 def represent(
     config: Annotated[Path, typer.Option(help="YAML config (see docs/representations.md).")],
+    output: OutputOption = None,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
 ) -> None:
     """Extract dynamics, hidden states and projected gradients into the store (cached, resumable)."""
-    from datadiet.config import ReferenceConfig, load_config
     from datadiet.pipeline import run_represent
 
-    cfg = load_config(config, ReferenceConfig)
+    cfg = _reference_config(config, output)
     with engine_block(engine, ray_address):
         index = run_represent(cfg)
     table = Table(title="representations (use the path with `datadiet select --features`)")
@@ -203,17 +372,11 @@ def overlap(
 ) -> None:
     """Overlap matrix |Si ∩ Sj| / |Si| between selections, with the random expectation k/N."""
     from datadiet.analysis.overlap import overlap_matrix, random_overlap_expectation
-    from datadiet.selection.base import Selection
 
-    loaded = [Selection.from_dict(read_json(path, name="selection")) for path in selections]
+    loaded = [read_selection(path) for path in selections]
     names = [path.stem for path in selections]
-    sizes = {sel.meta.get("n_examples") for sel in loaded} - {None}
-    if len(sizes) > 1:
-        raise ValueError(
-            f"The selections come from datasets of different sizes {sorted(sizes)}; compare like with like."
-        )
+    n = _common_size(selections, loaded)
     matrix = overlap_matrix(loaded)
-    n = sizes.pop() if sizes else None
     expected = [None if n is None else random_overlap_expectation(sel.budget, n) for sel in loaded]
     if as_json:
         typer.echo(json.dumps({"names": names, "matrix": matrix.tolist(), "random_expectation": expected}))
@@ -224,6 +387,28 @@ def overlap(
     for name, row, exp in zip(names, matrix, expected, strict=True):
         table.add_row(name, *(f"{v:.3f}" for v in row), "n/a" if exp is None else f"{exp:.3f}")
     Console().print(table)
+
+
+def read_selection(path: Path) -> Any:
+    """The selection in a ``selection.json`` file, every field checked (see ``Selection.from_dict``)."""
+    from datadiet.selection.base import Selection
+
+    fix = "regenerate it with `datadiet select`"
+    data = read_json_file(path, name="selection", fix=fix)
+    return Selection.from_dict(data, where=f"selection file '{path}'")
+
+
+def _common_size(paths: list[Path], loaded: list[Any]) -> int | None:
+    """The ``n_examples`` shared by the selections (``None`` if none records it); refuse a mismatch."""
+    sizes = [(path, sel.meta.get("n_examples")) for path, sel in zip(paths, loaded, strict=True)]
+    known = [(path, n) for path, n in sizes if n is not None]
+    for path, n in known[1:]:
+        if n != known[0][1]:
+            raise ValueError(
+                f"selection file '{path}' selects from n_examples={n} but '{known[0][0]}' from "
+                f"n_examples={known[0][1]}; compare selections of the same dataset."
+            )
+    return known[0][1] if known else None
 
 
 @app.command()
@@ -268,11 +453,10 @@ def demo(
     ] = False,
 ) -> None:
     """The end-to-end study on the embedded default: Reuters R8 with MiniLM."""
+    check_choice("--mode", mode, ("frozen", "lora", "full"))
     from datadiet.demo import demo_config
     from datadiet.study import run_study
 
-    if mode not in ("frozen", "lora", "full"):
-        raise ValueError(f"--mode must be one of ['frozen', 'lora', 'full']. Got {mode!r} instead.")
     result = run_study(demo_config(str(out), mode="full" if full else mode))
     console.print(f"results: {result / 'results.csv'}  report: {result / 'report.html'}")
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import importlib.util
+import io
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from datadiet.data.dataset import DatasetError
 from datadiet.data.loaders import load_dataset, read_csv, read_jsonl
@@ -299,3 +303,83 @@ def test_hf_class_label_minus_one_is_a_missing_label(tmp_path):
     datasets.DatasetDict({"train": part}).save_to_disk(str(tmp_path / "hf"))
     with pytest.raises(DatasetError, match=r"hf\[train\]: 1 examples have no label \(first rows: \[1\]\)"):
         load_dataset(tmp_path / "hf")
+
+
+# ------------------------------------------------------------------------------------- ragged CSV/TSV rows
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        # pandas took column 0 as an index here and shifted every text to the next column
+        ("more.csv", "text,label\nhello,pos,extra\nbye,neg,x\n",
+         r"more.csv, line 2: 3 cells but the header has 2 \(text, label\); quote cells that contain a ','"),
+        ("later.csv", "text,label\nhello,pos\nbye,neg,x\n", r"later.csv, line 3: 3 cells but the header"),
+        # pandas filled the missing cell with "" (a missing label) or NaN
+        ("fewer.csv", "text,label\nhello,pos\nbye\n", r"fewer.csv, line 3: 1 cell but the header has 2"),
+        ("more.tsv", "text\tlabel\nhello\tpos\textra\n", r"more.tsv, line 2: 3 cells .* contain a tab"),
+        ("fewer.tsv", "text\tlabel\tid\na\tb\n", r"fewer.tsv, line 2: 2 cells but the header has 3"),
+        # the line is the file's physical line: quoted cells spanning lines and blank lines count
+        ("spans.csv", 'text,label\n"two\nlines, and a comma",pos\n\nbye,neg,x\n',
+         r"spans.csv, line 5: 3 cells"),
+        ("crlf.csv", 'text,label\r\n"a\r\nb",x\r\nc,y,z\r\n', r"crlf.csv, line 4: 3 cells"),
+        ("open.csv", 'text,label\nok,pos\n"never closed,neg\nmore,pos\n',
+         r"open.csv, line 3: not valid CSV \(unexpected end of data\).*close every quote"),
+        ("twice.csv", "text,text\na,b\n", r"twice.csv, line 1: the header names column 'text' twice"),
+    ],
+)  # fmt: skip
+def test_ragged_rows_are_refused_with_their_physical_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content.encode())
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(path)
+
+
+def test_quoted_cells_with_newlines_separators_and_quotes_still_load(tmp_path):
+    path = tmp_path / "quoted.csv"
+    path.write_text('text,label\n"one\ntwo, three",a\n"say ""hi""",b\n\nplain,a\n', encoding="utf-8")
+    assert read_csv(path) == {"text": ["one\ntwo, three", 'say "hi"', "plain"], "label": ["a", "b", "a"]}
+    tsv = tmp_path / "quoted.tsv"
+    tsv.write_text('text\tlabel\n"tab\there"\ta\n', encoding="utf-8")
+    assert read_csv(tsv, sep="\t") == {"text": ["tab\there"], "label": ["a"]}
+
+
+def test_a_cell_longer_than_the_csv_module_default_limit_loads_whole(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text(f"text,label\n{'w' * 300_000},a\n", encoding="utf-8")
+    assert len(read_csv(path)["text"][0]) == 300_000
+
+
+CELLS = st.text(alphabet=st.sampled_from(list('ab ,"\n\t;')), max_size=6)
+TABLES = st.integers(1, 3).flatmap(
+    lambda n_cols: st.lists(st.lists(CELLS, min_size=n_cols, max_size=n_cols), min_size=1, max_size=5)
+)
+
+
+def _write_table(header: list[str], rows: list[list[str]], sep: str) -> tuple[str, list[int]]:
+    """The CSV text of ``rows`` and the physical line each row starts on."""
+    buffer, starts = io.StringIO(), []
+    writer = csv.writer(buffer, delimiter=sep, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        starts.append(buffer.getvalue().count("\n") + 1)
+        writer.writerow(row)
+    return buffer.getvalue(), starts
+
+
+@settings(max_examples=60, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(rows=TABLES, sep=st.sampled_from([",", "\t"]), data=st.data())
+def test_any_table_round_trips_and_any_ragged_row_is_refused_at_its_line(tmp_path, rows, sep, data):
+    header = [f"c{i}" for i in range(len(rows[0]))]
+    path = tmp_path / ("t.tsv" if sep == "\t" else "t.csv")
+    text, _ = _write_table(header, rows, sep)
+    path.write_text(text, encoding="utf-8")
+    assert read_csv(path, sep=sep) == {name: [row[i] for row in rows] for i, name in enumerate(header)}
+    bad = data.draw(st.integers(0, len(rows) - 1))
+    grow = len(header) == 1 or data.draw(st.booleans())  # a 1-column row cannot lose a cell and stay a row
+    ragged = [
+        [*row, "extra"] if i == bad and grow else row[:-1] if i == bad else row for i, row in enumerate(rows)
+    ]
+    text, starts = _write_table(header, ragged, sep)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DatasetError, match=rf"t\.[ct]sv, line {starts[bad]}: {len(ragged[bad])} cells? but"):
+        read_csv(path, sep=sep)

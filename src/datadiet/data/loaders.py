@@ -49,6 +49,7 @@ SPLIT_ALIASES: dict[str, str] = {
 }
 _COMPRESSED = {".gz": gzip.decompress, ".bz2": bz2.decompress}
 HF_INSTALL = "pip install datadiet[hf]"
+TAB = "\t"
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def _format_of(path: Path) -> str:
 def _read_file(path: Path, fmt: str) -> _RawSplit:
     readers = {"jsonl": read_jsonl, "csv": read_csv, "parquet": read_parquet}
     if fmt == "tsv":
-        return _RawSplit(read_csv(path, sep="\t"), str(path), fmt)
+        return _RawSplit(read_csv(path, sep=TAB), str(path), fmt)
     if fmt not in readers:
         raise ValueError(f"Unknown file_format {fmt!r}. Available: {[*readers, 'tsv']}.")
     return _RawSplit(readers[fmt](path), str(path), fmt)
@@ -325,21 +326,72 @@ def read_jsonl(path: str | os.PathLike[str]) -> Table:
 def read_csv(path: str | os.PathLike[str], *, sep: str = ",") -> Table:
     """The columns of a CSV (or, with ``sep="\\t"``, TSV) file with a header row, every cell as text.
 
-    Cells are never turned into NaN: the text ``"NA"`` stays ``"NA"`` and an empty cell is ``""``.
+    Cells are never turned into NaN: the text ``"NA"`` stays ``"NA"`` and an empty cell is ``""``. Quoted
+    cells may hold the separator, doubled quotes (``""``) and line breaks. Blank lines are skipped. Every
+    row must have exactly as many cells as the header: a row with more (which would shift the columns) or
+    fewer (which would leave cells empty) is refused naming its line in the file, as are a quote left
+    open, a quote followed by text, and a header that names a column twice.
     """
-    import pandas as pd
-
     path = Path(path)
     text = read_utf8(path, _read_bytes(path))
     if not text.strip():
         raise DatasetError(f"{path} is empty; it needs a header row and at least one row.")
-    try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DatasetError(f"{path} is not a valid CSV file ({exc}).") from exc
-    if len(frame) == 0:
+    records = _csv_records(text, sep, path)
+    header, header_line = records[0]
+    _check_header(header, header_line, path)
+    rows = records[1:]
+    if not rows:
         raise DatasetError(f"{path} has a header row but no rows.")
-    return {str(column): frame[column].tolist() for column in frame.columns}
+    for cells, line in rows:
+        if len(cells) != len(header):
+            raise DatasetError(_ragged_row_message(path, line, len(cells), header, sep))
+    return {column: [cells[i] for cells, _ in rows] for i, column in enumerate(header)}
+
+
+def _csv_records(text: str, sep: str, path: Path) -> list[tuple[list[str], int]]:
+    """The non-blank records of ``text`` with the physical line each starts on (1-based)."""
+    import csv
+
+    if len(text) > csv.field_size_limit():  # the default (128 KiB per cell) would refuse a long text
+        csv.field_size_limit(len(text))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
+    records, line = [], 1
+    try:
+        for cells in reader:
+            if cells:
+                records.append((cells, line))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise DatasetError(
+            f"{path}, line {line}: not valid {'TSV' if sep == TAB else 'CSV'} ({exc}). Quote a cell that "
+            'holds the separator, a quote or a line break ("..."), double the quotes inside it (""), and '
+            "close every quote."
+        ) from exc
+    return records
+
+
+def _check_header(header: list[str], line: int, path: Path) -> None:
+    seen: dict[str, int] = {}
+    for position, column in enumerate(header, start=1):
+        if column in seen:
+            raise DatasetError(
+                f"{path}, line {line}: the header names column {column!r} twice (columns {seen[column]} and "
+                f"{position}); give every column its own name."
+            )
+        seen[column] = position
+
+
+def _ragged_row_message(path: Path, line: int, n_cells: int, header: list[str], sep: str) -> str:
+    separator = "tab" if sep == TAB else repr(sep)
+    if n_cells > len(header):
+        fix = f"quote cells that contain a {separator} and remove any trailing {separator}"
+    else:
+        fix = "give every row one cell per column (an empty cell is still separated)"
+    return (
+        f"{path}, line {line}: {n_cells} cell{'s' * (n_cells != 1)} but the header has {len(header)} "
+        f"({', '.join(header)[:80]}); "
+        f"{fix}."
+    )
 
 
 def read_parquet(path: str | os.PathLike[str]) -> Table:
