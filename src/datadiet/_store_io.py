@@ -7,6 +7,7 @@ through JSON. The public face is :mod:`datadiet.store`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import io
@@ -15,6 +16,7 @@ import math
 import numbers
 import os
 import re
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from datadiet._records import MAX_RECORD_BYTES, Check, FieldError, boolean, integer, list_of, mapping, text
 from datadiet.representations.base import KINDS, Representation
 
 FORMAT = "datadiet.store/1"
@@ -33,10 +36,19 @@ MANIFEST, VALUES, IDS = "manifest.json", "values.npy", "ids.npy"
 PARTIAL_VALUES, PARTIAL_IDS = "values.npy.partial", "ids.npy.partial"
 PROGRESS, WRITER_SPEC = "progress.npy", "writer.json"
 CHUNK_BYTES = 32 * 2**20
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+"""``errno`` values of a write that found no room: a full disk, a file-size limit, a quota."""
+_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+_ZEROS_BYTES = 8 * 2**20
 
 
 class StoreError(RuntimeError):
     """A store entry is corrupt, incomplete, mismatched or locked; the message says how to fix it."""
+
+
+class PartialEntryRestartedWarning(UserWarning):
+    """A partial entry's resume files (writer.json, progress.npy, the .partial files) were damaged, so
+    the write of that entry started over."""
 
 
 def check_key(key: object) -> str:
@@ -268,54 +280,131 @@ def entry_error(entry_dir: Path, field: str, problem: str, rebuild: str) -> Stor
 
 
 def read_manifest(entry_dir: Path) -> dict[str, Any]:
-    """The parsed ``manifest.json`` of an entry; unreadable JSON raises :class:`StoreError`."""
-    path = entry_dir / "manifest.json"
+    """The parsed ``manifest.json`` of an entry; raises :class:`StoreError` if oversized or unreadable."""
+    path = entry_dir / MANIFEST
+    size = path.stat().st_size
+    if size > MAX_RECORD_BYTES:
+        raise entry_error(entry_dir, MANIFEST, f"is {size} bytes, more than a manifest ever holds", "")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise entry_error(entry_dir, "manifest.json", f"is not valid JSON ({exc})", "") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise entry_error(entry_dir, MANIFEST, f"is not valid JSON ({reason})", "") from None
     if not isinstance(manifest, dict):
-        raise entry_error(entry_dir, "manifest.json", "is not a JSON object", "")
+        raise entry_error(entry_dir, MANIFEST, "is not a JSON object", "")
     return manifest
 
 
-_MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
-    "format": str,
-    "key": str,
-    "complete": bool,
-    "kind": str,
-    "shape": list,
-    "dtype": str,
-    "values_bytes": int,
-    "values_sha256": str,
-    "ids_dtype": str,
-    "ids_bytes": int,
-    "ids_sha256": str,
-    "provenance": dict,
-    "provenance_sha256": str,
-    "rebuild": str,
+def sha256_hex(value: Any) -> None:
+    """A check (see :mod:`datadiet._records`): 64 lowercase hex characters."""
+    if not isinstance(value, str) or re.fullmatch(r"[0-9a-f]{64}", value) is None:
+        raise FieldError(f"must be a sha256 (64 lowercase hex characters). Got {short_repr(value, 60)}.")
+
+
+def shape_field(value: Any) -> None:
+    """A check: a list of 1 to 3 ints >= 1."""
+    list_of(integer(1), min_len=1)(value)
+    if len(value) > 3:
+        raise FieldError(f"must have 1 to 3 dimensions. Got {len(value)}.")
+
+
+def dtype_field(kinds: str, what: str) -> Check:
+    """A check: a dtype string numpy reads, of one of the numpy ``kinds``."""
+
+    def check(value: Any) -> None:
+        if not isinstance(value, str):
+            raise FieldError(f"must be a numpy dtype string such as '<f4'. Got {short_repr(value, 60)}.")
+        try:
+            dtype = np.dtype(value)
+        except (TypeError, ValueError, SyntaxError):
+            raise FieldError(f"must be a dtype numpy can read. Got {short_repr(value, 60)}.") from None
+        if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+            raise FieldError(f"must be a {what} dtype. Got {short_repr(value, 60)}.")
+
+    return check
+
+
+_VALUES_DTYPE = dtype_field("biufc", "numeric")
+_IDS_DTYPE = dtype_field("iuUS", "integer or string")
+_MANIFEST_FIELDS: dict[str, Check] = {
+    "format": text(),
+    "key": text(),
+    "complete": boolean(),
+    "kind": text(KINDS),
+    "shape": shape_field,
+    "dtype": _VALUES_DTYPE,
+    "values_bytes": integer(1),
+    "values_sha256": sha256_hex,
+    "ids_dtype": _IDS_DTYPE,
+    "ids_bytes": integer(1),
+    "ids_sha256": sha256_hex,
+    "provenance": mapping(),
+    "provenance_sha256": sha256_hex,
+    "rebuild": text(),
+    "chunk_rows": integer(1),
+    "created": text(),
+    "store_root": text(),
 }
+_MANIFEST_OPTIONAL = ("chunk_rows", "created", "store_root")  # older manifests lack them
+
+
+def _problem(exc: FieldError) -> str:
+    return str(exc).rstrip(".")
 
 
 def check_manifest(manifest: dict[str, Any], entry_dir: Path) -> str:
-    """Check the manifest's own fields (not the files); return its rebuild command."""
-    rebuild = manifest.get("rebuild") if isinstance(manifest.get("rebuild"), str) else ""
-    for field, kind in _MANIFEST_TYPES.items():
-        if not isinstance(manifest.get(field), kind):
-            raise entry_error(
-                entry_dir, f"manifest field '{field}'", "is missing or has the wrong type", rebuild
-            )
+    """Check the manifest's own fields (types and ranges, not the files); return its rebuild hint."""
+    rebuild = rebuild_hint(manifest, entry_dir)
+    for field, check in _MANIFEST_FIELDS.items():
+        if field not in manifest:
+            if field in _MANIFEST_OPTIONAL:
+                continue
+            raise entry_error(entry_dir, f"manifest field '{field}'", "is missing", rebuild)
+        try:
+            check(manifest[field])
+        except FieldError as exc:
+            raise entry_error(entry_dir, f"manifest field '{field}'", _problem(exc), rebuild) from None
     expected = {"format": FORMAT, "key": entry_dir.name, "complete": True}
     for field, value in expected.items():
         if manifest[field] != value:
             problem = f"is {manifest[field]!r}, expected {value!r}"
             raise entry_error(entry_dir, f"manifest field '{field}'", problem, rebuild)
-    if manifest["kind"] not in KINDS:
-        raise entry_error(entry_dir, "manifest field 'kind'", f"is not one of {list(KINDS)}", rebuild)
     if fingerprint(manifest["provenance"], length=64) != manifest["provenance_sha256"]:
         problem = "does not match provenance_sha256 (the manifest was edited)"
         raise entry_error(entry_dir, "manifest field 'provenance'", problem, rebuild)
     return rebuild
+
+
+def rebuild_hint(manifest: Mapping[str, Any], entry_dir: Path) -> str:
+    """The manifest's rebuild command, with its paths moved along when the store folder has moved.
+
+    A manifest records ``store_root``, the store's absolute path when the entry was written. When the
+    entry now lies elsewhere (the output folder was moved or copied), every path in the command that lay
+    inside the folder holding the store is rewritten to where that folder is now. When that folder is the
+    command's output (the default layout ``<output>/store``, ``<output>/config.resolved.json``), the command
+    gets ``--output <new folder>`` so it runs as printed; otherwise a note says what to change. Manifests
+    without ``store_root`` (older ones) give their command as recorded.
+    """
+    rebuild = manifest.get("rebuild")
+    if not isinstance(rebuild, str) or not rebuild:
+        return ""
+    created = manifest.get("store_root")
+    if not isinstance(created, str) or not os.path.isabs(created):
+        return rebuild
+    created, now = os.path.normpath(created), os.path.abspath(entry_dir.parent)
+    if created == now:
+        return rebuild
+    old_base, new_base = os.path.dirname(created), os.path.dirname(now)
+    if old_base == os.path.dirname(old_base):  # never rewrite paths under the file-system root
+        return f"{rebuild} (the store was moved from '{created}' to '{now}')"
+    default_layout = f"--config {os.path.join(old_base, 'config.resolved.json')}" in rebuild
+    rebuild = re.sub(re.escape(old_base) + r"(?=[/\s'\"]|$)", lambda _: new_base, rebuild)
+    if default_layout and rebuild.startswith(("datadiet represent ", "datadiet reference ")):
+        return f"{rebuild} --output {new_base} (the output folder was moved from '{old_base}')"
+    return (
+        f"{rebuild} (the store was moved from '{created}' to '{now}'; where that command's config still "
+        f"names '{old_base}' (output, represent.store, run_dir), change it to '{new_base}' first)"
+    )
 
 
 def check_values(manifest: dict[str, Any], entry_dir: Path, rebuild: str, verify: str) -> np.memmap:
@@ -405,30 +494,221 @@ def auto_chunk_rows(spec: Mapping[str, Any]) -> int:
     return max(1, min(spec["shape"][0], CHUNK_BYTES // max(1, row_bytes)))
 
 
-def read_spec(path: Path) -> dict[str, Any] | None:
-    """A partial entry's ``writer.json``, or ``None`` if missing or unreadable (then the write restarts)."""
+_SPEC_FIELDS: dict[str, Check] = {
+    "format": text((FORMAT,)),
+    "key": text(),
+    "kind": text(KINDS),
+    "shape": shape_field,
+    "dtype": _VALUES_DTYPE,
+    "ids_dtype": _IDS_DTYPE,
+    "ids_sha256": sha256_hex,
+    "provenance": mapping(),
+    "rebuild": text(),
+    "chunk_rows": integer(1),
+}
+_MAX_SPEC_BYTES = 64 * 2**20
+
+
+def read_spec(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A partial entry's ``writer.json`` checked field by field, as ``(spec, None)``.
+
+    ``(None, None)`` when there is none (the write never got that far: it starts afresh), and
+    ``(None, problem)`` when it is damaged (then the write starts over and says why).
+    """
+    if not path.is_file():
+        return None, None
     try:
+        size = path.stat().st_size
+        if size > _MAX_SPEC_BYTES:
+            return None, f"{path.name} is {size} bytes, more than a write spec ever holds"
         spec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(spec, dict) and spec.get("format") == FORMAT and isinstance(spec.get("chunk_rows"), int)
-    return spec if ok else None
+    except OSError as exc:
+        return None, f"{path.name} is unreadable ({exc.strerror or exc})"
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, f"{path.name} is not valid JSON ({reason})"
+    if not isinstance(spec, dict):
+        return None, f"{path.name} is not a JSON object"
+    for field, check in _SPEC_FIELDS.items():
+        if field not in spec:
+            return None, f"{path.name} has no field '{field}'"
+        try:
+            check(spec[field])
+        except FieldError as exc:
+            return None, f"{path.name} field '{field}' {_problem(exc)}"
+    return spec, None
 
 
 def reopen_partial(
-    entry: Path, spec: Mapping[str, Any], empty: np.ndarray
-) -> tuple[np.memmap | None, np.ndarray]:
-    """The partial values and progress if they are consistent with ``spec``; else ``(None, empty)``."""
+    entry: Path, spec: Mapping[str, Any], n_chunks: int
+) -> tuple[np.memmap | None, np.ndarray | None, str | None]:
+    """The partial values (writable) and the chunks done, checked against ``spec``.
+
+    Returns ``(values, done, None)``, or ``(None, None, problem)`` naming the damaged or mismatched file;
+    the caller then starts the entry over.
+    """
+    problem = _check_partial_ids(entry, spec) or _check_partial_values(entry, spec)
+    if problem:
+        return None, None, problem
+    done, problem = _read_progress(entry / PROGRESS, n_chunks)
+    if problem:
+        return None, None, problem
     try:
         values = np.lib.format.open_memmap(entry / PARTIAL_VALUES, mode="r+")
-        done = np.load(entry / PROGRESS, allow_pickle=False)
-        ids_ok = sha256_file(entry / PARTIAL_IDS) == spec["ids_sha256"]
-    except (OSError, ValueError):
-        return None, empty
-    layout_ok = list(values.shape) == spec["shape"] and values.dtype.str == spec["dtype"]
-    if not (ids_ok and layout_ok and done.dtype == bool and done.shape == empty.shape):
-        return None, empty
-    return values, done
+    except (OSError, ValueError, EOFError) as exc:
+        return None, None, f"{PARTIAL_VALUES} cannot be reopened ({_reason(exc)})"
+    return values, done, None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_partial_ids(entry: Path, spec: Mapping[str, Any]) -> str | None:
+    path = entry / PARTIAL_IDS
+    if not path.is_file():
+        return f"{PARTIAL_IDS} is missing"
+    try:
+        if sha256_file(path) != spec["ids_sha256"]:
+            return f"{PARTIAL_IDS} does not match the ids_sha256 of {WRITER_SPEC} (modified or truncated)"
+    except OSError as exc:
+        return f"{PARTIAL_IDS} is unreadable ({_reason(exc)})"
+    return None
+
+
+def _check_partial_values(entry: Path, spec: Mapping[str, Any]) -> str | None:
+    """Header and exact byte size (a truncated file must not be silently extended by a writable map)."""
+    path = entry / PARTIAL_VALUES
+    if not path.is_file():
+        return f"{PARTIAL_VALUES} is missing"
+    try:
+        shape, dtype, offset, size = _npy_layout(path)
+    except (OSError, ValueError, EOFError) as exc:
+        return f"{PARTIAL_VALUES} is unreadable ({_reason(exc)})"
+    if (list(shape), dtype.str) != (spec["shape"], spec["dtype"]):
+        wanted = f"{spec['dtype']} {spec['shape']}"
+        return f"{PARTIAL_VALUES} holds {dtype.str} {list(shape)}, not the {wanted} of {WRITER_SPEC}"
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size != expected:
+        return f"{PARTIAL_VALUES} has {size} bytes, expected {expected} (truncated or extended)"
+    return None
+
+
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int, int]:
+    """Shape, dtype, data offset and file size of a ``.npy`` file, from its header alone."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version not in readers:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, fortran_order, dtype = readers[version](handle)
+        if fortran_order:
+            raise ValueError("Fortran-ordered data")
+        return shape, dtype, handle.tell(), os.fstat(handle.fileno()).st_size
+
+
+def _read_progress(path: Path, n_chunks: int) -> tuple[np.ndarray | None, str | None]:
+    expected = len(npy_bytes(np.zeros(n_chunks, dtype=bool)))
+    try:
+        size = path.stat().st_size
+        if size != expected:
+            return None, f"{path.name} has {size} bytes, expected {expected}"
+        done = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        return None, f"{path.name} is missing"
+    except (OSError, ValueError, EOFError) as exc:
+        return None, f"{path.name} is unreadable ({_reason(exc)})"
+    if done.dtype != bool or done.shape != (n_chunks,):
+        return None, f"{path.name} holds {done.dtype} {done.shape}, expected bool ({n_chunks},)"
+    return done, None
+
+
+# ------------------------------------------------------------------------------------------- disk space
+def create_values(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new zero-filled ``.npy`` mapped writable, with every block reserved on disk first.
+
+    A plain ``open_memmap(..., "w+")`` file is sparse: a store into it that needs a block on a full disk
+    kills the process with SIGBUS. Reserving the blocks turns a full disk into an ``OSError`` here.
+    """
+    values = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    try:
+        reserve_blocks(path, start=int(values.offset), zero_filled=True)
+    except BaseException:
+        del values
+        raise
+    return values
+
+
+def reserve_blocks(path: Path, *, start: int, zero_filled: bool) -> None:
+    """Allocate the blocks of ``path`` from byte ``start`` on, so writes through a map cannot hit ENOSPC.
+
+    Uses ``posix_fallocate``; where a file system does not support it, writes zeros: over the whole range
+    when it is known to hold only zeros (``zero_filled``), else into its holes only.
+    """
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if size <= start:
+            return
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, start, size - start)
+                return
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+        if zero_filled:
+            _write_zeros(fd, start, size)
+        else:
+            _fill_holes(fd, start, size)
+    finally:
+        os.close(fd)
+
+
+def _write_zeros(fd: int, start: int, stop: int) -> None:
+    zeros = bytes(min(_ZEROS_BYTES, stop - start))
+    position = start
+    while position < stop:
+        position += os.pwrite(fd, zeros[: stop - position], position)
+
+
+def _fill_holes(fd: int, start: int, size: int) -> None:
+    """Write zeros where ``fd`` has holes (which read as zeros, so the content is unchanged)."""
+    if not hasattr(os, "SEEK_HOLE"):
+        return
+    position = start
+    while position < size:
+        try:
+            hole = os.lseek(fd, position, os.SEEK_HOLE)
+        except OSError:  # the file system cannot tell: leave the file as it is
+            return
+        if hole >= size:
+            return
+        try:
+            data = os.lseek(fd, hole, os.SEEK_DATA)
+        except OSError:  # ENXIO: a hole up to the end
+            data = size
+        _write_zeros(fd, hole, data)
+        position = data
+
+
+def disk_full_error(exc: OSError, key: str, entry: Path, doing: str, kept: str) -> OSError:
+    """One line for a write that found no room: the entry, what needed the space, the free space, the fix
+    and what was kept (``kept``)."""
+    try:
+        free = f"; {shutil.disk_usage(entry if entry.exists() else entry.parent).free:,} bytes free there"
+    except OSError:
+        free = ""
+    remedy = {
+        errno.EFBIG: "Raise the file-size limit (ulimit -f)",
+        errno.EDQUOT: "Raise your disk quota or free some of it",
+    }.get(exc.errno or 0, "Free space on that disk")
+    return OSError(
+        exc.errno,
+        f"No room to write store entry '{key}' in '{entry}': {doing} failed ({os.strerror(exc.errno or 0)}"
+        f"{free}). {remedy}, or set represent.store to a folder on a disk with room, and rerun; {kept}.",
+    )
 
 
 def short_repr(value: Any, limit: int = 160) -> str:

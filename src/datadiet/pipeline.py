@@ -176,23 +176,46 @@ def train_config(cfg: ReferenceConfig) -> Any:
 
 
 def run_reference(cfg: ReferenceConfig, stage: Stage | None = None) -> Any:
-    """Train the reference model (resumes an interrupted run; returns a finished one at once)."""
-    from datadiet.training import ReferenceRun, train_reference
+    """Train the reference model (resumes an interrupted run; returns a finished one at once).
+
+    Every check that can refuse the run comes before the first write, so a refused run changes nothing:
+    ``config.resolved.json`` (which every store entry's rebuild command names) keeps its old content.
+    """
+    from datadiet.training import check_run_dir, train_reference
 
     stage = stage or prepare(cfg)
+    if cfg.run_dir:  # an existing run, e.g. recorded inside the user's own Trainer run
+        run = _open_recorded_run(cfg, stage)
+        _write_resolved(cfg, stage)
+        return run
+    settings = train_config(cfg)
+    check_run_dir(stage.run_dir, stage.train, settings)  # before the model (and its embeddings) is built
+    model = build_model(stage)
+    check_run_dir(stage.run_dir, stage.train, settings, model)
+    _write_resolved(cfg, stage)
+    return train_reference(model, stage.train, settings, stage.run_dir)
+
+
+def _write_resolved(cfg: ReferenceConfig, stage: Stage) -> None:
     stage.output.mkdir(parents=True, exist_ok=True)
     atomic_write_json(stage.output / "config.resolved.json", to_dict(cfg))
-    if cfg.run_dir:  # an existing run, e.g. recorded inside the user's own Trainer run
-        run = ReferenceRun.open(cfg.run_dir)
-        ours = stage.train.ids.astype(str)
-        if not np.array_equal(np.asarray(run.ids).astype(str), ours):
-            raise ValueError(
-                f"'{cfg.run_dir}' recorded {len(run.ids)} examples (first ids {list(run.ids[:3])}) but the "
-                f"configured training split has {len(ours)} (first ids {list(ours[:3])}); point dataset at "
-                "the data that run trained on, in the same order."
-            )
-        return run
-    return train_reference(build_model(stage), stage.train, train_config(cfg), stage.run_dir)
+
+
+def _open_recorded_run(cfg: ReferenceConfig, stage: Stage) -> Any:
+    """The finished run in ``cfg.run_dir``, refused unless it trained on the configured split, in order."""
+    from datadiet.training import ReferenceRun
+
+    run = ReferenceRun.open(cfg.run_dir)  # type: ignore[arg-type]
+    ours = stage.train.ids.astype(str)
+    if not np.array_equal(np.asarray(run.ids).astype(str), ours):
+        theirs = [str(i) for i in run.ids[:3]]
+        raise ValueError(
+            f"'{cfg.run_dir}' recorded {len(run.ids)} examples (first ids {theirs}) but the configured "
+            f"training split has {len(ours)} (first ids {[str(i) for i in ours[:3]]}). Set dataset.id to the "
+            f"id column your Trainer run used (its ids are in '{Path(cfg.run_dir) / 'ids.json'}'), or point "
+            "dataset at the data that run trained on, in the same order."
+        )
+    return run
 
 
 def _rebuild(stage: Stage) -> str:

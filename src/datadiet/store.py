@@ -15,6 +15,11 @@ Invariants
 - Loading validates the files against the manifest and raises :class:`StoreError` naming the field
   and the rebuild command; it never silently recomputes.
 - Writers hold an exclusive ``flock`` on ``<root>/<key>.lock``, so two processes never write one entry.
+- A writer reserves the blocks of ``values.npy.partial`` before mapping it, so a full disk is an ``OSError``
+  naming the entry (never a SIGBUS from a store into a sparse mapping). A damaged resume file of a partial
+  entry restarts that entry with a :class:`PartialEntryRestartedWarning`.
+- Every manifest field is checked for type and range before use; the rebuild command follows the entry when
+  its store folder moves (the manifest records ``store_root``).
 
 ``verify`` defaults to ``"full"`` (size, header *and* sha256 of ``values.npy``, hashed in 8 MiB chunks):
 sha256 runs at about 1 GB/s, which costs less than one extra read of data that every selector reads in
@@ -28,7 +33,9 @@ import datetime
 import numbers
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +43,7 @@ import numpy as np
 
 from datadiet._faults import fault_point
 from datadiet._store_io import (
+    DISK_FULL,
     FORMAT,
     IDS,
     KEY_PATTERN,
@@ -46,6 +54,7 @@ from datadiet._store_io import (
     VALUES,
     WRITER_SPEC,
     FileLock,
+    PartialEntryRestartedWarning,
     StoreError,
     auto_chunk_rows,
     canonical,
@@ -55,12 +64,15 @@ from datadiet._store_io import (
     check_manifest,
     check_values,
     check_verify,
+    create_values,
+    disk_full_error,
     fingerprint,
     memmap_representation,
     npy_bytes,
     read_manifest,
     read_spec,
     reopen_partial,
+    reserve_blocks,
     sha256_file,
     short_repr,
     write_spec,
@@ -68,7 +80,14 @@ from datadiet._store_io import (
 from datadiet.io import atomic_write_bytes, atomic_write_json
 from datadiet.representations.base import Representation
 
-__all__ = ["RepresentationStore", "StoreError", "StoreWriter", "make_key", "provenance_fields"]
+__all__ = [
+    "PartialEntryRestartedWarning",
+    "RepresentationStore",
+    "StoreError",
+    "StoreWriter",
+    "make_key",
+    "provenance_fields",
+]
 
 _COMPARED = ("kind", "shape", "dtype", "ids_sha256", "provenance")
 
@@ -336,6 +355,7 @@ class StoreWriter:
         self._values: np.memmap | None = None
         if self.complete:
             manifest = read_manifest(self.entry)
+            check_manifest(manifest, self.entry)
             self._check_against(manifest, spec, "a complete")
             self.spec = {**spec, "chunk_rows": manifest.get("chunk_rows") or 1}
             self._done = np.ones(0, dtype=bool)
@@ -379,10 +399,12 @@ class StoreWriter:
         dtype = values.dtype
         if not np.can_cast(array.dtype, dtype, casting="same_kind"):
             raise TypeError(f"Cannot store {array.dtype} rows in entry '{self.key}' of dtype {dtype}.")
-        values[start : start + array.shape[0]] = array
-        values.flush()  # the data is on disk before the chunk is marked done
-        self._done[first:last] = True
-        atomic_write_bytes(self.entry / PROGRESS, npy_bytes(self._done))
+        stop = start + array.shape[0]
+        with self._room(f"writing rows {start}:{stop}", "the chunks already written are kept"):
+            values[start:stop] = array  # its blocks are reserved: a full disk cannot SIGBUS here
+            values.flush()  # the data is on disk before the chunk is marked done
+            self._done[first:last] = True
+            atomic_write_bytes(self.entry / PROGRESS, npy_bytes(self._done))
 
     def _chunk_range(self, start: int, array: np.ndarray) -> tuple[int, int]:
         shape, rows = tuple(self.spec["shape"]), self.chunk_rows
@@ -423,7 +445,8 @@ class StoreWriter:
         os.replace(self.entry / PARTIAL_IDS, self.entry / IDS)
         fault_point("store.finalize")
         os.replace(self.entry / PARTIAL_VALUES, self.entry / VALUES)
-        atomic_write_json(self.entry / MANIFEST, manifest)
+        with self._room("writing manifest.json", "the values are kept: rerun to finish the entry"):
+            atomic_write_json(self.entry / MANIFEST, manifest)
         for name in (PROGRESS, WRITER_SPEC):
             (self.entry / name).unlink(missing_ok=True)
         self.complete = True
@@ -448,18 +471,51 @@ class StoreWriter:
         return self._values
 
     def _resume(self, spec: dict[str, Any], fresh: bool) -> dict[str, Any]:
-        """Reopen an interrupted write with the same spec; leave ``_values`` unset to start afresh."""
-        existing = None if fresh else read_spec(self.entry / WRITER_SPEC)
+        """Reopen an interrupted write with the same spec; leave ``_values`` unset to start afresh.
+
+        A damaged resume file (writer.json, progress.npy, a .partial file) starts the entry over, with a
+        :class:`PartialEntryRestartedWarning` saying what was damaged; a different spec is refused.
+        """
+        fresh_spec = {**spec, "chunk_rows": spec["chunk_rows"] or auto_chunk_rows(spec)}
+        existing, problem = (None, None) if fresh else read_spec(self.entry / WRITER_SPEC)
+        if existing is not None and existing["key"] != self.key:
+            existing, problem = None, f"{WRITER_SPEC} names another entry ({existing['key']!r})"
         if existing is None:
-            return {**spec, "chunk_rows": spec["chunk_rows"] or auto_chunk_rows(spec)}
+            if problem:
+                self._restart(problem)
+            return fresh_spec
         self._check_against(existing, spec, "a partial")
         spec = {**spec, "chunk_rows": existing["chunk_rows"]}
         for final, partial in ((VALUES, PARTIAL_VALUES), (IDS, PARTIAL_IDS)):  # killed inside finalize()
             if not (self.entry / partial).exists() and (self.entry / final).exists():
                 os.replace(self.entry / final, self.entry / partial)
-        self._done = np.zeros(-(-spec["shape"][0] // spec["chunk_rows"]), dtype=bool)
-        self._values, self._done = reopen_partial(self.entry, spec, self._done)
+        n_chunks = -(-spec["shape"][0] // spec["chunk_rows"])
+        values, done, problem = reopen_partial(self.entry, spec, n_chunks)
+        if values is None or done is None:
+            self._restart(str(problem))
+            return spec
+        with self._room(f"reserving the blocks of {PARTIAL_VALUES}", "the chunks already written are kept"):
+            reserve_blocks(self.entry / PARTIAL_VALUES, start=int(values.offset), zero_filled=False)
+        self._values, self._done = values, done
         return spec
+
+    def _restart(self, problem: str) -> None:
+        warnings.warn(
+            f"Store entry '{self.key}' in '{self.entry}': the interrupted write cannot be resumed because "
+            f"{problem}; starting that entry over.",
+            PartialEntryRestartedWarning,
+            stacklevel=5,
+        )
+
+    @contextmanager
+    def _room(self, doing: str, kept: str) -> Iterator[None]:
+        """Turn a full disk (or a file-size limit or quota) into one line naming the entry."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise disk_full_error(exc, self.key, self.entry, doing, kept) from None
+            raise
 
     def _check_against(self, existing: Mapping[str, Any], spec: Mapping[str, Any], what: str) -> None:
         fields = (*_COMPARED, "chunk_rows") if what == "a partial" and spec["chunk_rows"] else _COMPARED
@@ -473,14 +529,31 @@ class StoreWriter:
                 )
 
     def _start(self, ids: np.ndarray) -> None:
-        for name in (WRITER_SPEC, PROGRESS):
+        """Create the partial files, reserving the values' blocks first; no room removes them again."""
+        for name in (WRITER_SPEC, PROGRESS, VALUES, IDS):  # no manifest: leftovers of an earlier write
             (self.entry / name).unlink(missing_ok=True)
-        atomic_write_bytes(self.entry / PARTIAL_IDS, npy_bytes(ids))
         shape, dtype = tuple(self.spec["shape"]), np.dtype(self.spec["dtype"])
-        self._values = np.lib.format.open_memmap(self.entry / PARTIAL_VALUES, "w+", dtype, shape)
-        self._done = np.zeros(-(-shape[0] // self.chunk_rows), dtype=bool)
-        atomic_write_bytes(self.entry / PROGRESS, npy_bytes(self._done))
-        atomic_write_json(self.entry / WRITER_SPEC, self.spec)  # last: its presence means "resumable"
+        needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        doing = f"creating its partial files ({PARTIAL_VALUES} needs {needed:,} bytes)"
+        try:
+            with self._room(doing, "its partial files were removed"):
+                atomic_write_bytes(self.entry / PARTIAL_IDS, npy_bytes(ids))
+                self._values = create_values(self.entry / PARTIAL_VALUES, dtype, shape)
+                self._done = np.zeros(-(-shape[0] // self.chunk_rows), dtype=bool)
+                atomic_write_bytes(self.entry / PROGRESS, npy_bytes(self._done))
+                atomic_write_json(self.entry / WRITER_SPEC, self.spec)  # last: its presence means "resumable"
+        except BaseException:
+            self._values = None
+            self._discard_partial()
+            raise
+
+    def _discard_partial(self) -> None:
+        for name in (WRITER_SPEC, PROGRESS, PARTIAL_VALUES, PARTIAL_IDS):
+            (self.entry / name).unlink(missing_ok=True)
+        try:
+            self.entry.rmdir()  # only when empty
+        except OSError:
+            pass
 
     def _manifest(self) -> dict[str, Any]:
         values, ids = self.entry / PARTIAL_VALUES, self.entry / PARTIAL_IDS
@@ -493,4 +566,5 @@ class StoreWriter:
             "ids_dtype": spec["ids_dtype"], "ids_bytes": ids.stat().st_size, "ids_sha256": sha256_file(ids),
             "provenance": spec["provenance"], "provenance_sha256": fingerprint(spec["provenance"], length=64),
             "rebuild": spec["rebuild"], "chunk_rows": spec["chunk_rows"], "created": created,
+            "store_root": os.path.abspath(self.store.root),
         }  # fmt: skip

@@ -19,7 +19,10 @@ Run directory (fixed layout, read back by :class:`ReferenceRun`)::
     run_dir/DONE                             written last
 
 Every file is written atomically. A rerun with the same config, model and dataset resumes after the last
-finished epoch, identical to an uninterrupted run; anything different is refused, naming the field.
+finished epoch, identical to an uninterrupted run; anything different is refused, naming the field
+(:func:`check_run_dir` makes the same check without writing anything). Every file read back is checked and a
+damaged one is refused in one line naming it and the fix; a damaged ``state.pt`` restarts the training with a
+:class:`ResumeStateWarning`.
 """
 
 from __future__ import annotations
@@ -28,23 +31,37 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
 from datadiet._faults import fault_point
+from datadiet._records import (
+    Check,
+    FieldError,
+    check_fields,
+    integer,
+    list_of,
+    mapping,
+    number,
+    optional,
+    read_record,
+    text,
+)
 from datadiet._store_io import FileLock
 from datadiet.data.dataset import Dataset
-from datadiet.io import atomic_write_bytes, atomic_write_json, read_json
+from datadiet.io import atomic_write_bytes, atomic_write_json
 from datadiet.models.base import ReferenceModel, check_number, inference_mode, seeded_torch, text_lengths
+from datadiet.representations.dynamics import load_dynamics_file, read_run_ids, run_fix
 
 METRICS: tuple[str, ...] = ("prob", "loss", "correct")
 _IDENTITY = ("train_config", "model", "dataset")
@@ -167,26 +184,30 @@ class ReferenceRun:
                 f"'{run_dir}' holds no finished reference run (no DONE marker); run train_reference with the "
                 "same config, model and dataset to finish it."
             )
-        config = read_json(run_dir / "config.json", name="run config")
-        ids = np.asarray(read_json(run_dir / "ids.json", name="run ids"), dtype=object)
-        checkpoints = []
-        for epoch in config["train_config_resolved"]["checkpoint_schedule"]:
-            folder = run_dir / "checkpoints" / f"epoch_{epoch:03d}"
-            meta = read_json(folder / "checkpoint.json", name="checkpoint")
-            checkpoints.append(Checkpoint(epoch, float(meta["lr"]), int(meta["global_step"]), folder))
-        return cls(run_dir, config, ids, tuple(checkpoints))
+        fix = run_fix(run_dir)
+        _run_record(run_dir / "DONE", "reference run DONE marker", _DONE_FIELDS, fix)
+        config = read_run_config(run_dir, fix=fix)
+        ids = np.asarray(read_run_ids(run_dir, fix=fix), dtype=object)
+        n = config["dataset"].get("n")
+        if n is not None and n != len(ids):
+            raise ValueError(
+                f"reference run ids file '{run_dir / 'ids.json'}' holds {len(ids)} ids but config.json's "
+                f"dataset.n is {n}; {fix}."
+            )
+        schedule = config["train_config_resolved"]["checkpoint_schedule"]
+        return cls(run_dir, config, ids, tuple(_read_checkpoint(run_dir, epoch, fix) for epoch in schedule))
 
     def dynamics(self, metric: str = "prob", *, train_pass: bool = False) -> np.ndarray:
         """The (n_examples, epochs) float32 array of ``metric`` ("prob", "loss", "correct"), memory-mapped."""
         if metric not in METRICS:
             raise ValueError(f"Unknown metric {metric!r}. Available: {list(METRICS)}.")
         path = self.run_dir / "dynamics" / f"{metric}{'_train_pass' if train_pass else ''}.npy"
-        if not path.is_file():
+        if train_pass and not path.is_file():
             raise FileNotFoundError(
                 f"'{path}' does not exist; training-pass values are recorded only with "
                 "TrainConfig(record_in_training=True)."
             )
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return load_dynamics_file(path, n_rows=len(self.ids), fix=run_fix(self.run_dir), mmap=True)
 
     @property
     def prob(self) -> np.ndarray:
@@ -229,15 +250,16 @@ class ReferenceRun:
         """
         self._check_model(model)
         folder = self.checkpoint(epoch).path
-        model.load_trainable_state(load_file(folder / "trainable.safetensors"))
-        moments = load_file(folder / "adam_state.safetensors")
-        names = [name for name, _ in model.trainable_parameters()]
-        return {name: (moments[f"{name}.exp_avg"], moments[f"{name}.exp_avg_sq"]) for name in names}
+        fix = run_fix(self.run_dir)
+        moments = load_tensors(folder / "adam_state.safetensors", fix=fix)  # checked before any weight moves
+        adam = adam_moments(moments, model.trainable_parameters(), folder / "adam_state.safetensors", fix)
+        load_weights(model, folder / "trainable.safetensors", fix=fix)
+        return adam
 
     def load_final(self, model: ReferenceModel) -> None:
         """Load the final trained weights into ``model``."""
         self._check_model(model)
-        model.load_trainable_state(load_file(self.run_dir / "final" / "trainable.safetensors"))
+        load_weights(model, self.run_dir / "final" / "trainable.safetensors", fix=run_fix(self.run_dir))
 
     def _check_model(self, model: ReferenceModel) -> None:
         if self.config.get("source") == "transformers.Trainer":  # recorded by DatadietCallback
@@ -248,8 +270,13 @@ class ReferenceRun:
 
     def _check_trainable_names(self, model: ReferenceModel) -> None:
         """A Trainer-recorded run fits ``model`` when the saved tensors are its trainable parameters."""
-        with safe_open(self.run_dir / "final" / "trainable.safetensors", framework="pt") as saved:
-            stored = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}
+        path = self.run_dir / "final" / "trainable.safetensors"
+        _require_file(path, run_fix(self.run_dir))
+        try:
+            with safe_open(path, framework="pt") as saved:
+                stored = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise _unreadable(path, exc, run_fix(self.run_dir)) from None
         ours = {name: tuple(p.shape) for name, p in model.trainable_parameters()}
         if stored != ours:
             missing, extra = sorted(set(ours) - set(stored)), sorted(set(stored) - set(ours))
@@ -259,6 +286,109 @@ class ReferenceRun:
                 f"do not match this model's (missing {missing[:3]}, unexpected {extra[:3]}, other shape "
                 f"{reshaped[:3]}). Configure model.path/mode/lora as in that run."
             )
+
+
+# --- reading a run folder back: every file is checked, every error names the file and the fix --------------
+def _schedule_field(value: Any) -> None:
+    list_of(integer(1))(value)
+    if list(value) != sorted(set(value)):
+        raise FieldError(f"must list distinct epochs in increasing order. Got {value!r:.60}.")
+
+
+_DONE_FIELDS: dict[str, Check] = {"epochs": integer(1), "global_step": integer(0)}
+_RUN_CONFIG_FIELDS: dict[str, Check] = {
+    "model": mapping(), "dataset": mapping(), "train_config": mapping(), "train_config_resolved": mapping(),
+    "source": optional(text()),
+}  # fmt: skip
+_CHECKPOINT_FIELDS: dict[str, Check] = {
+    "epoch": integer(1), "lr": number(0), "global_step": integer(0), "steps_in_epoch": optional(integer(0)),
+}  # fmt: skip
+
+
+def _require_file(path: Path, fix: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"reference run file '{path}' does not exist; {fix}.")
+
+
+def _run_record(path: Path, name: str, fields: dict[str, Check], fix: str, **kwargs: Any) -> dict[str, Any]:
+    _require_file(path, fix)
+    return read_record(path, name=name, fields=fields, fix=fix, **kwargs)
+
+
+def read_run_config(run_dir: str | os.PathLike[str], *, fix: str | None = None) -> dict[str, Any]:
+    """A run folder's ``config.json``, checked: the sections are JSON objects, the checkpoint schedule is
+    a list of distinct increasing epochs and ``dataset.n`` a positive int."""
+    run_dir = Path(run_dir)
+    fix = fix or run_fix(run_dir)
+    path = run_dir / "config.json"
+    required = ("model", "dataset", "train_config", "train_config_resolved")
+    config = _run_record(path, "reference run config", _RUN_CONFIG_FIELDS, fix, required=required)
+    check_fields(config["train_config_resolved"], {"checkpoint_schedule": _schedule_field},
+                 where=f"reference run config file '{path}': train_config_resolved", fix=fix)  # fmt: skip
+    check_fields(config["dataset"], {"n": integer(1)}, where=f"reference run config file '{path}': dataset",
+                 fix=fix, required=())  # fmt: skip
+    return config
+
+
+def _read_checkpoint(run_dir: Path, epoch: int, fix: str) -> Checkpoint:
+    folder = run_dir / "checkpoints" / f"epoch_{epoch:03d}"
+    path = folder / "checkpoint.json"
+    required = ("epoch", "lr", "global_step")
+    meta = _run_record(path, "reference run checkpoint", _CHECKPOINT_FIELDS, fix, required=required)
+    if meta["epoch"] != epoch:
+        raise ValueError(
+            f"reference run checkpoint file '{path}': field 'epoch' is {meta['epoch']} but the folder is "
+            f"{folder.name}; {fix}."
+        )
+    return Checkpoint(epoch, float(meta["lr"]), int(meta["global_step"]), folder)
+
+
+def _unreadable(path: Path, exc: BaseException, fix: str) -> ValueError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ValueError(
+        f"reference run file '{path}' is unreadable ({reason}): it was truncated or changed after the run "
+        f"finished; {fix}."
+    )
+
+
+def load_tensors(path: Path, *, fix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a run folder's ``.safetensors`` file; a missing or damaged one names the file and
+    ``fix``."""
+    _require_file(path, fix)
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _unreadable(path, exc, fix) from None
+
+
+def load_weights(model: ReferenceModel, path: Path, *, fix: str) -> None:
+    """Load the trained weights in ``path`` into ``model`` (names and shapes checked first)."""
+    state = load_tensors(path, fix=fix)
+    params = dict(model.trainable_parameters())
+    wrong = [name for name in params if name in state and state[name].shape != params[name].shape]
+    if set(state) != set(params) or wrong:
+        missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+        raise ValueError(
+            f"reference run file '{path}' does not hold the weights of the model the run describes (missing "
+            f"{missing[:3]}, unexpected {extra[:3]}, other shape {sorted(wrong)[:3]}); {fix}."
+        )
+    model.load_trainable_state(state)
+
+
+def adam_moments(
+    moments: Mapping[str, torch.Tensor], params: Sequence[tuple[str, Any]], path: Path, fix: str
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{name: (exp_avg, exp_avg_sq)}`` from an ``adam_state.safetensors``, checked against ``params``."""
+    out = {}
+    for name, param in params:
+        pair = (moments.get(f"{name}.exp_avg"), moments.get(f"{name}.exp_avg_sq"))
+        if any(m is None or m.shape != param.shape for m in pair):
+            raise ValueError(
+                f"reference run file '{path}' has no Adam moments {name}.exp_avg/.exp_avg_sq of shape "
+                f"{tuple(param.shape)}; {fix}."
+            )
+        out[name] = pair
+    return out  # type: ignore[return-value]
 
 
 def train_reference(
@@ -394,13 +524,37 @@ class _Loop:
         atomic_write_bytes(path, buffer.getvalue())
 
     def restore(self, path: Path) -> bool:
-        """Load the state saved after the last finished epoch (RNGs included); False when there is none."""
+        """Load the state saved after the last finished epoch (RNGs included); False when there is none.
+
+        A damaged state file (unreadable, or not a state of this run) is ignored with a warning naming it:
+        training starts over from epoch 1 and rewrites the same checkpoints. Nothing changes before the
+        whole state is checked.
+        """
         if not path.is_file():
             return False
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.model.load_trainable_state(state["trainable"])
+        state, problem = self._read_state(path)
+        if state is None:
+            warnings.warn(
+                f"The resume state '{path}' of the reference training is damaged ({problem}); training "
+                "starts over from epoch 1 (it rewrites the same checkpoints).",
+                ResumeStateWarning,
+                stacklevel=3,
+            )
+            return False
+        try:
+            self._apply(state)
+        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"The resume state '{path}' could not be applied ({reason}); delete it to start the "
+                "reference training over from epoch 1."
+            ) from None
+        return True
+
+    def _apply(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.model.load_trainable_state(state["trainable"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])  # called inside the forked RNG block
         if state.get("cuda_rng") is not None:
@@ -408,7 +562,66 @@ class _Loop:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.epoch_lrs = [float(lr) for lr in state["epoch_lrs"]]
         self.arrays = {name: tensor.numpy().copy() for name, tensor in state["arrays"].items()}
-        return True
+
+    def _read_state(self, path: Path) -> tuple[dict[str, Any] | None, str]:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # any damage: a truncated zip, bad opcodes, a type it refuses to load
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return None, f"unreadable: {reason[:200]}"
+        problem = self._state_problem(state)
+        return (None, problem) if problem else (state, "")
+
+    def _state_problem(self, state: Any) -> str | None:
+        """What makes ``state`` not a resume state of this run (None when it is one)."""
+        required = ("epoch", "global_step", "epoch_lrs", "trainable", "optimizer", "scheduler", "torch_rng",
+                    "numpy_rng", "arrays")  # fmt: skip
+        if not isinstance(state, dict) or any(key not in state for key in required):
+            return f"it is not a dict holding {list(required)}"
+        epoch = state["epoch"]
+        if not _is_int(epoch) or not 0 <= epoch <= self.config.epochs:
+            return f"epoch is {epoch!r:.40}, not an int in [0, {self.config.epochs}]"
+        if state["global_step"] != epoch * self.steps_per_epoch or not _is_int(state["global_step"]):
+            return f"global_step is {state['global_step']!r:.40}, expected {epoch * self.steps_per_epoch}"
+        lrs = state["epoch_lrs"]
+        if not isinstance(lrs, list) or len(lrs) != epoch or not all(_is_finite(lr) for lr in lrs):
+            return f"epoch_lrs must hold {epoch} finite learning rates"
+        return (
+            _tensors_problem(state["trainable"], dict(self.model.trainable_parameters()), "trainable")
+            or self._arrays_problem(state["arrays"])
+            or self._optimizer_problem(state["optimizer"], state["scheduler"], state["global_step"])
+            or _rng_problem(state["torch_rng"], state["numpy_rng"], self.rng)
+        )
+
+    def _arrays_problem(self, arrays: Any) -> str | None:
+        shape = (len(self.train), self.config.epochs)
+        if not isinstance(arrays, dict) or set(arrays) != set(self.arrays):
+            return f"arrays must hold {sorted(self.arrays)}"
+        for name, tensor in arrays.items():
+            is_float32 = isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32
+            if not is_float32 or tuple(tensor.shape) != shape:
+                return f"arrays.{name} must be a float32 tensor of shape {shape}"
+        return None
+
+    def _optimizer_problem(self, optimizer: Any, scheduler: Any, global_step: int) -> str | None:
+        groups = [group["params"] for group in self.optimizer.param_groups]
+        saved = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+        sizes = [len(g["params"]) if isinstance(g, dict) and isinstance(g.get("params"), list) else -1
+                 for g in saved or ()]  # fmt: skip
+        if not isinstance(saved, list) or sizes != [len(group) for group in groups]:
+            return "optimizer does not hold this model's parameter groups"
+        params = [param for group in groups for param in group]
+        moments = optimizer.get("state")
+        if not isinstance(moments, dict) or any(not _is_int(i) or not 0 <= i < len(params) for i in moments):
+            return "optimizer.state must map parameter indices to their Adam moments"
+        for index, entry in moments.items():
+            entry = entry if isinstance(entry, dict) else {}
+            pair = [entry.get(key) for key in ("exp_avg", "exp_avg_sq")]
+            if any(not isinstance(m, torch.Tensor) or m.shape != params[index].shape for m in pair):
+                return f"optimizer.state[{index}] has no Adam moments of shape {tuple(params[index].shape)}"
+        if not isinstance(scheduler, dict) or scheduler.get("last_epoch") != global_step:
+            return f"scheduler.last_epoch must be global_step={global_step}"
+        return None
 
     def adam_state(self) -> dict[str, torch.Tensor]:
         """``{param}.exp_avg`` and ``{param}.exp_avg_sq`` per trained parameter (zero before any step)."""
@@ -419,6 +632,38 @@ class _Loop:
                 value = state.get(key, torch.zeros_like(param))
                 out[f"{name}.{key}"] = value.detach().cpu().clone().contiguous()
         return out
+
+
+class ResumeStateWarning(UserWarning):
+    """The reference training's resume state ``state/state.pt`` was damaged; training started over."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _tensors_problem(tensors: Any, params: Mapping[str, Any], what: str) -> str | None:
+    if not isinstance(tensors, dict) or set(tensors) != set(params):
+        return f"{what} does not name this model's trainable parameters"
+    for name, param in params.items():
+        if not isinstance(tensors[name], torch.Tensor) or tensors[name].shape != param.shape:
+            return f"{what}.{name} is not a tensor of shape {tuple(param.shape)}"
+    return None
+
+
+def _rng_problem(torch_rng: Any, numpy_rng: Any, rng: np.random.Generator) -> str | None:
+    if not isinstance(torch_rng, torch.Tensor) or torch_rng.dtype != torch.uint8 or torch_rng.ndim != 1:
+        return "torch_rng is not a torch RNG state (a 1-D uint8 tensor)"
+    try:
+        decoded = json.loads(numpy_rng)
+        np.random.Generator(type(rng.bit_generator)()).bit_generator.state = decoded  # a throwaway copy
+    except (TypeError, ValueError, KeyError, RecursionError):
+        return "numpy_rng is not a numpy generator state"
+    return None
 
 
 def _adamw(model: ReferenceModel, config: TrainConfig) -> torch.optim.AdamW:
@@ -454,18 +699,47 @@ def _check_inputs(model: ReferenceModel, train: Dataset, config: TrainConfig) ->
 
 
 def _identity(model: ReferenceModel, train: Dataset, config: TrainConfig) -> dict[str, Any]:
-    dataset = {"name": train.name, "split": train.split, "fingerprint": train.fingerprint(), "n": len(train)}
-    dataset["input_fingerprint"] = model.input_fingerprint(train)
-    dataset.update(label_names=list(train.label_names), ids_file="ids.json")
+    dataset = _dataset_identity(train, {"input_fingerprint": model.input_fingerprint(train)})
     return _jsonable({"train_config": config.to_dict(), "model": model.describe(), "dataset": dataset})
+
+
+def _dataset_identity(train: Dataset, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dataset part of a run's identity; its key order is part of config.json, whose text keys the
+    store entries of the run (see pipeline.run_fingerprint)."""
+    dataset = {"name": train.name, "split": train.split, "fingerprint": train.fingerprint(), "n": len(train)}
+    dataset.update(inputs or {})
+    dataset.update(label_names=list(train.label_names), ids_file="ids.json")
+    return dataset
+
+
+def check_run_dir(
+    run_dir: str | os.PathLike[str], train: Dataset, config: TrainConfig, model: ReferenceModel | None = None
+) -> None:
+    """Refuse (``ValueError``) what :func:`train_reference` would refuse for ``run_dir``, writing nothing.
+
+    Lets a caller check before it writes anything else. Without ``model``, only the training config and
+    the dataset are compared (so a mismatch is found before a model is built).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        return
+    if model is None:
+        current = {"train_config": config.to_dict(), "dataset": _dataset_identity(train)}
+        _raise_on_difference(_stored_identity(run_dir), _jsonable(current), run_dir, only_current=True)
+    else:
+        _raise_on_difference(_stored_identity(run_dir), _identity(model, train, config), run_dir)
+
+
+def _stored_identity(run_dir: Path) -> dict[str, Any]:
+    stored = read_run_config(run_dir)
+    return {key: stored.get(key) for key in _IDENTITY}
 
 
 def _claim_run_dir(run_dir: Path, identity: dict[str, Any], train: Dataset, config: TrainConfig) -> None:
     """Write config.json and ids.json for a new run, or check that an existing run is the same one."""
     config_path = run_dir / "config.json"
     if config_path.is_file():
-        stored = read_json(config_path, name="run config")
-        _raise_on_difference({key: stored.get(key) for key in _IDENTITY}, identity, run_dir)
+        _raise_on_difference(_stored_identity(run_dir), identity, run_dir)
         return
     steps = math.ceil(len(train) / config.batch_size)
     resolved = {
@@ -478,9 +752,11 @@ def _claim_run_dir(run_dir: Path, identity: dict[str, Any], train: Dataset, conf
     atomic_write_json(config_path, {**identity, "train_config_resolved": resolved})
 
 
-def _raise_on_difference(stored: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
+def _raise_on_difference(
+    stored: dict[str, Any], current: dict[str, Any], run_dir: Path, *, only_current: bool = False
+) -> None:
     old, new = _flatten(stored), _flatten(current)
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(set(new) if only_current else set(old) | set(new)):
         if key in _IGNORED_FIELDS or old.get(key, "<absent>") == new.get(key, "<absent>"):
             continue
         raise ValueError(

@@ -37,13 +37,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from datadiet.io import atomic_write_bytes, atomic_write_json
 from datadiet.models.base import check_number, inference_mode
+from datadiet.representations.dynamics import run_fix
 from datadiet.representations.gradients import adam_state_from_optimizer
+from datadiet.training import adam_moments, load_tensors
 
 METRICS: tuple[str, ...] = ("prob", "loss", "correct")
 INDEX_COLUMNS: tuple[str, ...] = ("idx", "id")
@@ -319,20 +320,23 @@ def load_trainer_run(
     if not (folder / "trainable.safetensors").is_file():
         saved = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch_*"))
         raise FileNotFoundError(f"'{folder}' holds no trainable.safetensors; saved checkpoints: {saved}.")
-    state = load_file(folder / "trainable.safetensors")
+    fix = run_fix(run_dir)
+    state = load_tensors(folder / "trainable.safetensors", fix=fix)
     params = dict(_trainable_parameters(model))
-    if set(state) != set(params):
+    reshaped = sorted(name for name in set(state) & set(params) if state[name].shape != params[name].shape)
+    if set(state) != set(params) or reshaped:
         raise ValueError(
             f"The saved weights do not match this model: missing {sorted(set(params) - set(state))[:3]}, "
-            f"unexpected {sorted(set(state) - set(params))[:3]}. Build the model as it was trained."
+            f"unexpected {sorted(set(state) - set(params))[:3]}, other shape {reshaped[:3]}. Build the model "
+            "as it was trained."
         )
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(state[name].to(device=param.device, dtype=param.dtype))
     if epoch is None:
         return None
-    moments = load_file(folder / "adam_state.safetensors")
-    return {name: (moments[f"{name}.exp_avg"], moments[f"{name}.exp_avg_sq"]) for name in params}
+    path = folder / "adam_state.safetensors"
+    return adam_moments(load_tensors(path, fix=fix), list(params.items()), path, fix)
 
 
 # --- helpers -------------------------------------------------------------------------------------------

@@ -12,9 +12,72 @@ from pathlib import Path
 
 import numpy as np
 
+from datadiet._records import MAX_RECORD_BYTES, FieldError, list_of, read_json_file, text
 from datadiet.representations.base import Representation
 
 QUANTITIES: tuple[str, ...] = ("prob", "loss", "correct")
+
+
+def run_fix(run_dir: str | Path) -> str:
+    """What to do about a damaged file in the reference run folder ``run_dir`` (for error messages)."""
+    run_dir = Path(run_dir)
+    config = run_dir / "config.json"
+    try:
+        small = config.stat().st_size <= MAX_RECORD_BYTES
+        recorded = json.loads(config.read_text(encoding="utf-8")).get("source") if small else None
+    except (OSError, ValueError, AttributeError, RecursionError):
+        recorded = None
+    if recorded == "transformers.Trainer":
+        return (
+            f"the run in '{run_dir}' was recorded in a transformers.Trainer run: record it again with "
+            "DatadietCallback into an empty run_dir"
+        )
+    resolved = run_dir.parent / "config.resolved.json"
+    if resolved.is_file():
+        return f"delete the run folder '{run_dir}' and rerun: datadiet represent --config {resolved}"
+    return (
+        f"delete the run folder '{run_dir}' and train it again (train_reference with the same config, "
+        "model and dataset)"
+    )
+
+
+def read_run_ids(run_dir: str | Path, *, fix: str | None = None) -> list[str]:
+    """The example ids of a reference run (``ids.json``: a list of unique strings), checked."""
+    run_dir = Path(run_dir)
+    fix = fix or run_fix(run_dir)
+    path = run_dir / "ids.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"reference run ids file '{path}' does not exist; {fix}.")
+    ids = read_json_file(path, name="reference run ids", fix=fix)
+    try:
+        list_of(text(), min_len=1)(ids)
+    except FieldError as exc:
+        problem = str(exc).rstrip(".")
+        message = f"reference run ids file '{path}' must be a list of id strings: {problem}; {fix}."
+        raise ValueError(message) from None
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"reference run ids file '{path}' holds duplicate ids; {fix}.")
+    return ids
+
+
+def load_dynamics_file(path: Path, *, n_rows: int, fix: str, mmap: bool = False) -> np.ndarray:
+    """A recorded (n_rows, epochs) float array, refusing a missing, truncated or misshapen file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"dynamics file '{path}' does not exist; {fix}.")
+    try:
+        values = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"dynamics file '{path}' is unreadable ({reason}): it was truncated or changed after the run "
+            f"finished; {fix}."
+        ) from None
+    if values.ndim != 2 or values.shape[0] != n_rows or values.shape[1] < 1 or values.dtype.kind != "f":
+        raise ValueError(
+            f"dynamics file '{path}' holds {values.dtype} {values.shape}, expected floats of shape "
+            f"(n_examples={n_rows}, epochs); {fix}."
+        )
+    return values
 
 
 def read_dynamics(run_dir: str | Path, quantity: str, *, in_training: bool = False) -> Representation:
@@ -35,7 +98,8 @@ def read_dynamics(run_dir: str | Path, quantity: str, *, in_training: bool = Fal
     if not path.is_file():
         hint = " (set training.record_in_training: true)" if in_training else ""
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a finished reference run?{hint}")
-    values = np.load(path, allow_pickle=False)
-    ids = np.asarray(json.loads((run_dir / "ids.json").read_text()), dtype=str)
+    fix = run_fix(run_dir)
+    ids = np.asarray(read_run_ids(run_dir, fix=fix), dtype=str)
+    values = load_dynamics_file(path, n_rows=len(ids), fix=fix)
     meta = {"quantity": quantity, "in_training": in_training, "run": str(run_dir), "epochs": values.shape[1]}
     return Representation(np.asarray(values, dtype=np.float32), "dynamics", ids, meta)
