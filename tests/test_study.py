@@ -109,16 +109,15 @@ def test_interrupted_study_resumes_without_redoing_finished_cells(study, tmp_pat
 def test_changed_main_config_recomputes_cells(study, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(StudyRunner, "run_cell", lambda self, cell: calls.append(cell.id))
-    with pytest.raises(RuntimeError, match="another configuration"):  # the stubbed cells never finished
+    with pytest.raises(ValueError, match="another configuration"):  # the stubbed cells never finished
         run_study(tiny(study, main={"epochs": 6, "head": "linear"}), progress=False, report=False)
     assert len(calls) == len(plan_cells(tiny(study)))
 
 
 def test_duplicate_selection_names_are_refused(tmp_path):
-    spec = {"algorithm": "less", "representation": "gradients/train", "name": "random"}
-    cfg = tiny(tmp_path, selections=[spec])
-    with pytest.raises(ValueError, match="unique"):
-        plan_cells(cfg)
+    spec = {"algorithm": "less", "representation": "gradients/train", "name": "mine"}
+    with pytest.raises(ValueError, match=r"must be unique: selections\[1\].name and selections\[0\].name"):
+        tiny(tmp_path, selections=[spec, spec])
 
 
 def test_report_from_a_real_study_has_every_figure(study):

@@ -8,14 +8,21 @@ atomically to ``cells/<id>.json``; a rerun skips every cell whose file matches t
 and a cell runs under the lock ``cells/.<id>.lock``, so two studies sharing an output never both run it.
 Results go to ``results.parquet`` / ``results.csv`` (long format, one row per cell x split x metric), the
 selections to ``selections/<name>/b<budget>_s<seed>.json``, and ``report.html`` is built at the end.
+
+Every check that can refuse a study runs before it writes anything: the config (at load), the plan
+(selector names and parameters, representation names), the data, the metrics, the evaluation splits and
+every existing cell file and ``costs.json`` (each field's type and range; a damaged one is named, with the
+fix). A refusal of the reference stage puts the previous ``study.resolved.json`` back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +33,25 @@ from tqdm.auto import tqdm
 
 import datadiet
 from datadiet._faults import fault_point
+from datadiet._records import Check, check_fields, integer, list_of, mapping, number, read_record, text
 from datadiet._store_io import FileLock
-from datadiet.config import SelectionSpec, StudyConfig, to_dict
-from datadiet.data.dataset import Dataset
-from datadiet.io import atomic_write_bytes, atomic_write_json, read_json, safe_name
+from datadiet._validation import did_you_mean
+from datadiet.config import (
+    ConfigError,
+    ReferenceConfig,
+    SelectionSpec,
+    StudyConfig,
+    cell_id,
+    check_selection_names,
+    dumps_strict,
+    selection_file,
+    to_dict,
+)
+from datadiet.data.dataset import Dataset, DatasetError
+from datadiet.io import atomic_write_bytes, atomic_write_text
 from datadiet.metrics import dummy_scores, score
 from datadiet.pipeline import (
+    DYNAMICS,
     Stage,
     build_model,
     embeddings,
@@ -43,7 +63,16 @@ from datadiet.pipeline import (
 from datadiet.representations.base import Representation
 from datadiet.store import make_key
 
-RANDOM = SelectionSpec("random", "dynamics/prob", name="random")
+RANDOM = SelectionSpec("random", "", name="random")
+"""The random baseline: uniform over the training split; it reads the split's size, no representation."""
+RANDOM_HASH_SPEC = dataclasses.asdict(SelectionSpec("random", "dynamics/prob", name="random"))
+"""What the random baseline's cells are hashed with: its spec from when it was bound to dynamics/prob. Its
+draws never depended on that representation (only on the number of rows, which the hash holds through the
+training split's fingerprint), so the finished random cells of existing studies stay valid."""
+METRICS = ("accuracy", "macro_f1", "rouge1", "rouge2", "rougeL")
+CELL_FIX = "delete it and rerun the study: that cell is recomputed"
+COSTS_FIX = "delete it and rerun the study: it only records timings"
+COST_KEYS = ("reference_seconds", "represent_seconds")
 
 
 @dataclass(frozen=True)
@@ -58,26 +87,100 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return safe_name(f"{self.label}__b{self.budget:.2f}__s{self.seed}")
+        """``<name>__b<budget>__s<seed>``: one file name per cell (see :func:`datadiet.config.cell_id`)."""
+        return cell_id(self.label, self.budget, self.seed)
+
+    @property
+    def selection_file(self) -> str:
+        """Where the cell's selection is saved, relative to the study folder."""
+        return selection_file(self.label, self.budget, self.seed)
 
 
 def plan_cells(cfg: StudyConfig) -> list[Cell]:
     """Every cell of the study, baselines first."""
+    check_selection_names(cfg.selections)  # also checked at load; a config built by hand skips that
     cells = [Cell("full", None, 1.0, seed, "baseline") for seed in cfg.seeds]
     specs = [(RANDOM, "baseline")] + [(spec, "selection") for spec in cfg.selections]
-    labels = [spec.label for spec, _ in specs]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"Selection names must be unique; got {labels}. Give the duplicates a 'name'.")
-    files = [safe_name(label) for label in labels]  # cells and selections are stored under these names
-    if len(set(files)) != len(files):
-        clash = sorted({label for label, file in zip(labels, files, strict=True) if files.count(file) > 1})
-        raise ValueError(
-            f"Selection names {clash} are unique but map to the same file name; give them names that differ "
-            "in letters, digits or '_.@+-' (other characters become '_')."
-        )
     for spec, kind in specs:
         cells += [Cell(spec.label, spec, b, s, kind) for b in cfg.budgets for s in cfg.seeds]
+    ids = [cell.id for cell in cells]
+    if len(set(ids)) != len(ids):  # budgets or seeds listed twice in a config built by hand
+        raise ConfigError("budgets and seeds must each be listed once; two cells would share one file.")
     return cells
+
+
+# --- checks before any work -----------------------------------------------------------------------------
+def check_plan(cfg: StudyConfig) -> None:
+    """Refuse unknown selectors, bad selector parameters and representations the config never extracts,
+    naming the YAML key (``selections[2].representation``); runs before anything is written."""
+    for i, spec in enumerate(cfg.selections):
+        at = f"selections[{i}]"
+        try:
+            datadiet.SELECTORS.get(spec.algorithm)
+        except ValueError as exc:
+            raise ConfigError(f"{at}.algorithm: {exc}") from None
+        selector = _selector(spec, at)
+        check_representation(spec.representation, cfg.reference, f"{at}.representation")
+        if selector.needs_val:
+            check_representation(
+                spec.val_representation or "gradients/val", cfg.reference, f"{at}.val_representation"
+            )
+
+
+def _selector(spec: SelectionSpec, at: str) -> Any:
+    balance = None if spec.balance == "none" else spec.balance
+    try:
+        return datadiet.build_selector(
+            spec.algorithm, balance=balance, calibrate=spec.calibrate, weighting=spec.weighting, **spec.params
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{at}: {exc}") from None
+
+
+def representation_names(ref: ReferenceConfig) -> dict[str, str]:
+    """Every representation a study can name -> the setting that makes ``datadiet represent`` extract it."""
+    kinds = "reference.represent.kinds"
+    names = {f"dynamics/{q}": f"'dynamics' in {kinds}" for q in (*DYNAMICS, "class_probs")}
+    names.update({f"hidden/{s}": f"'hidden' in {kinds} and '{s}' in reference.represent.hidden_stages"
+                  for s in ("pretrained", "early", "final")})  # fmt: skip
+    names["gradients/train"] = f"'gradients' in {kinds}"
+    names["gradients/val"] = f"'gradients' in {kinds} and a reference.dataset.val_split"
+    return names
+
+
+def extracted(name: str, ref: ReferenceConfig) -> bool:
+    """Whether this config's ``represent`` stage extracts ``name`` (one of :func:`representation_names`)."""
+    kind, _, which = name.partition("/")
+    if kind not in ref.represent.kinds:
+        return False
+    if kind == "hidden":
+        return which in ref.represent.hidden_stages
+    return not (name == "gradients/val" and ref.dataset.val_split is None)
+
+
+def check_representation(name: str, ref: ReferenceConfig, at: str) -> None:
+    names = representation_names(ref)
+    available = [n for n in names if extracted(n, ref)]
+    if name not in names:
+        raise ConfigError(
+            f"{at}: Unknown representation {name!r}.{did_you_mean(name, names)} This config extracts "
+            f"{available}."
+        )
+    if not extracted(name, ref):
+        raise ConfigError(f"{at}: {name!r} is not extracted by this config; it needs {names[name]}.")
+
+
+def check_task(cfg: StudyConfig, task: str) -> None:
+    """What only the dataset's task decides: a generation task has no classes and no labels."""
+    if task != "generation":
+        return
+    for i, spec in enumerate(cfg.selections):
+        at = f"selections[{i}]"
+        if "dynamics/class_probs" in (spec.representation, spec.val_representation):
+            raise ConfigError(f"{at}: a generation task has no class probabilities (dynamics/class_probs).")
+        if _selector(spec, at).needs_labels:
+            what = "balance: stratified" if spec.balance != "none" else f"algorithm {spec.algorithm!r}"
+            raise ConfigError(f"{at}: {what} needs class labels, which a generation task has none of.")
 
 
 class StudyRunner:
@@ -92,46 +195,59 @@ class StudyRunner:
         self._embeddings: dict[str, np.ndarray] = {}
 
     # --- set-up -------------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out / "study.resolved.json", to_dict(self.cfg))
-        start = time.perf_counter()
-        self.stage: Stage = prepare(self.ref_cfg)
-        run_reference(self.ref_cfg, self.stage)
-        reference_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        self.index = run_represent(self.ref_cfg)
-        self.costs = self._costs(reference_seconds, time.perf_counter() - start)
-        self.run_id = run_fingerprint(self.stage.run_dir)
+    def prepare(self, cells: list[Cell] | None = None) -> None:
+        """Load and check everything a refusal can come from, then train, extract and record."""
+        self.stage: Stage = prepare(self.ref_cfg)  # loads the data; writes nothing
         self.train = self.stage.train
-        self.evals = self._eval_sets()
         self.metrics, self.primary_metric = task_metrics(self.cfg, self.train.task)
+        check_task(self.cfg, self.train.task)
+        self.evals = self._eval_sets()
+        stored = self._stored_costs()
+        for cell in cells or []:
+            self.read_cell(cell)  # a damaged cell file is refused now, before any work
+        # nothing was written before this line
+        resolved = self.out / "study.resolved.json"
+        with _restored_on_refusal(resolved):
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(resolved, dumps_strict(to_dict(self.cfg), what=str(resolved)))
+            start = time.perf_counter()
+            run_reference(self.ref_cfg, self.stage)
+            reference_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            self.index = run_represent(self.ref_cfg)
+        self.costs = self._costs(stored, reference_seconds, time.perf_counter() - start)
+        self.run_id = run_fingerprint(self.stage.run_dir)
 
-    def _costs(self, reference_seconds: float, represent_seconds: float) -> dict[str, float]:
-        """Seconds spent on the reference run and representations (the first, uncached run's, if larger)."""
+    def _stored_costs(self) -> dict[str, Any]:
         path = self.out / "costs.json"
-        costs = {"reference_seconds": reference_seconds, "represent_seconds": represent_seconds}
-        if path.is_file():
-            stored = read_json(path, name="costs")
-            costs = {key: max(value, float(stored.get(key, 0.0))) for key, value in costs.items()}
-        atomic_write_json(path, costs)
+        if not path.is_file():
+            return {}
+        fields: dict[str, Check] = {key: number(0) for key in COST_KEYS}
+        return read_record(path, name="costs", fields=fields, fix=COSTS_FIX, required=())
+
+    def _costs(self, stored: dict[str, Any], reference_s: float, represent_s: float) -> dict[str, float]:
+        """Seconds spent on the reference run and representations (the first, uncached run's, if larger)."""
+        costs = {"reference_seconds": reference_s, "represent_seconds": represent_s}
+        costs = {key: max(value, float(stored.get(key, 0.0))) for key, value in costs.items()}
+        path = self.out / "costs.json"
+        atomic_write_text(path, dumps_strict(costs, what=str(path)))
         return costs
 
     def _eval_sets(self) -> dict[str, Dataset]:
         from datadiet.data.loaders import load_dataset
 
         d = self.ref_cfg.dataset
-        splits = d.load()
-        if self.cfg.test_split not in splits:
-            raise ValueError(f"{d.source} has no split {self.cfg.test_split!r}. Available: {sorted(splits)}.")
-        evals = {"test": splits[self.cfg.test_split]}
+        evals = {"test": _split(d.load(), self.cfg.test_split, d.source, "test_split")}
         if self.cfg.test_slice is not None and self.cfg.test_slice < len(evals["test"]):
             from datadiet.data.slicing import stratified_slice
 
             evals["test"] = stratified_slice(evals["test"], self.cfg.test_slice, seed=d.seed)
         if self.cfg.ood is not None:
-            ood = load_dataset(self.cfg.ood.source, label_names=list(self.train.label_names))
-            evals["ood"] = ood[self.cfg.ood.split]
+            try:
+                ood = load_dataset(self.cfg.ood.source, label_names=list(self.train.label_names))
+            except (DatasetError, FileNotFoundError) as exc:
+                raise type(exc)(f"ood.source: {exc}") from None
+            evals["ood"] = _split(ood, self.cfg.ood.split, self.cfg.ood.source, "ood.split")
         for name, ds in evals.items():
             if ds.task != self.train.task:
                 raise ValueError(f"the {name} split is a {ds.task} task but training is {self.train.task}.")
@@ -142,7 +258,8 @@ class StudyRunner:
     def representation(self, name: str) -> Representation:
         if name not in self._reps:
             if name not in self.index:
-                raise ValueError(f"Unknown representation {name!r}. Available: {sorted(self.index)}.")
+                hint = did_you_mean(name, self.index)
+                raise ValueError(f"Unknown representation {name!r}.{hint} Available: {sorted(self.index)}.")
             rep = self.stage.store.load(self.index[name]["key"])
             if name.startswith(("dynamics", "hidden")) or name == "gradients/train":
                 if not np.array_equal(np.asarray(rep.ids).astype(str), self.train.ids.astype(str)):
@@ -153,7 +270,9 @@ class StudyRunner:
     # --- cells --------------------------------------------------------------------------------------
     def cell_hash(self, cell: Cell) -> str:
         """Everything a cell's result depends on; a finished cell is reused only if this matches."""
-        spec = "full" if cell.spec is None else dataclasses.asdict(cell.spec)
+        spec: Any = "full" if cell.spec is None else dataclasses.asdict(cell.spec)
+        if cell.spec is RANDOM:
+            spec = RANDOM_HASH_SPEC
         evals = {name: ds.fingerprint() for name, ds in self.evals.items()}
         return make_key(
             spec=spec,
@@ -166,9 +285,23 @@ class StudyRunner:
             metrics=self.metrics,
         )
 
+    def cell_path(self, cell: Cell) -> Path:
+        return self.out / "cells" / f"{cell.id}.json"
+
+    def read_cell(self, cell: Cell) -> dict[str, Any] | None:
+        """The cell's record, every field checked (None when there is no file); see :func:`check_cell`."""
+        path = self.cell_path(cell)
+        return check_cell(path, cell) if path.exists() else None
+
     def done(self, cell: Cell) -> bool:
-        path = self.out / "cells" / f"{cell.id}.json"
-        return path.is_file() and read_json(path, name="cell").get("hash") == self.cell_hash(cell)
+        """Whether the cell's file holds its result under the current configuration; such a record must
+        also fit the data (k, splits) and hold every split and metric, or it is refused as damaged."""
+        record = self.read_cell(cell)
+        if record is None or record["hash"] != self.cell_hash(cell):
+            return False  # absent, or of another configuration: recomputed
+        splits, metrics = tuple(self.evals), tuple(self.metrics)
+        check_cell(self.cell_path(cell), cell, n_train=len(self.train), splits=splits, metrics=metrics)
+        return True
 
     def run_cell(self, cell: Cell) -> None:
         start = time.perf_counter()
@@ -188,29 +321,34 @@ class StudyRunner:
             for metric, value in values.items()
         ]
         record = {"id": cell.id, "hash": self.cell_hash(cell), "rows": rows}
-        atomic_write_json(self.out / "cells" / f"{cell.id}.json", record)
+        path = self.cell_path(cell)
+        atomic_write_text(path, dumps_strict(record, what=f"cell file '{path}'"))
 
     def _select(self, cell: Cell) -> tuple[np.ndarray, np.ndarray | None]:
         if cell.spec is None:
             return np.arange(len(self.train)), None
         spec = cell.spec
-        val = None
-        if datadiet.SELECTORS.get(spec.algorithm).needs_val:
-            val = self.representation(spec.val_representation or "gradients/val")
-        selection = datadiet.select(
-            spec.algorithm,
-            self.representation(spec.representation),
-            cell.budget,
-            labels=self.train.labels,
-            val=val,
-            seed=cell.seed,
-            balance=None if spec.balance == "none" else spec.balance,
-            calibrate=spec.calibrate,
-            weighting=spec.weighting,
-            **spec.params,
-        )
-        path = self.out / "selections" / safe_name(cell.label) / f"b{cell.budget:.2f}_s{cell.seed}.json"
-        atomic_write_json(path, selection.to_dict())
+        if spec is RANDOM:  # uniform over the split: its size is all it reads
+            selection = datadiet.select("random", np.zeros(len(self.train), np.float32), cell.budget,
+                                        seed=cell.seed)  # fmt: skip
+        else:
+            val = None
+            if datadiet.SELECTORS.get(spec.algorithm).needs_val:
+                val = self.representation(spec.val_representation or "gradients/val")
+            selection = datadiet.select(
+                spec.algorithm,
+                self.representation(spec.representation),
+                cell.budget,
+                labels=self.train.labels,
+                val=val,
+                seed=cell.seed,
+                balance=None if spec.balance == "none" else spec.balance,
+                calibrate=spec.calibrate,
+                weighting=spec.weighting,
+                **spec.params,
+            )
+        path = self.out / cell.selection_file
+        atomic_write_text(path, dumps_strict(selection.to_dict(), what=f"selection file '{path}'"))
         return selection.indices, selection.weights
 
     def main_model(self, subset: Dataset, indices: np.ndarray, seed: int) -> Any:
@@ -268,13 +406,13 @@ class StudyRunner:
             "algorithm": "full" if spec is None else spec.algorithm,
             "representation": "" if spec is None else spec.representation,
             "balance": "none" if spec is None else spec.balance,
-            "calibrate": np.nan if spec is None or spec.calibrate is None else float(spec.calibrate),
+            "calibrate": None if spec is None or spec.calibrate is None else float(spec.calibrate),
             "budget": cell.budget,
             "k": k,
             "seed": cell.seed,
             "select_seconds": select_s,
             "train_seconds": train_s,
-            "n_flipped_kept": np.nan if flipped is None else float(flipped[idx].sum()),
+            "n_flipped_kept": None if flipped is None else float(flipped[idx].sum()),
         }
 
 
@@ -282,6 +420,100 @@ def _main_reference(cfg: Any, seed: int, head: str | None) -> Any:
     """The reference config with the main model's seed (and head, for the frozen path)."""
     model = cfg.model if head is None else dataclasses.replace(cfg.model, head=head)
     return dataclasses.replace(cfg, model=model, training=dataclasses.replace(cfg.training, seed=seed))
+
+
+def _split(splits: dict[str, Dataset], name: str, source: str, key: str) -> Dataset:
+    if name not in splits:
+        hint = did_you_mean(name, splits)
+        raise ConfigError(f"{key}: {source} has no split {name!r}.{hint} Available: {sorted(splits)}.")
+    return splits[name]
+
+
+@contextlib.contextmanager
+def _restored_on_refusal(path: Path) -> Iterator[None]:
+    """Put ``path`` back as it was if the block is refused (a ``ValueError``/``TypeError``), and remove its
+    folder again if the block created it and left it empty."""
+    before = path.read_bytes() if path.is_file() else None
+    created = not path.parent.exists()
+    try:
+        yield
+    except (ValueError, TypeError):
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(path, before)
+        if created and path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+        raise
+
+
+# --- cell files -----------------------------------------------------------------------------------------
+def _missing_or(inner: Check) -> Check:
+    """``null`` (or NaN, as earlier cell files wrote it) or a value passing ``inner``."""
+
+    def check(value: Any) -> None:
+        if value is not None and not (isinstance(value, float) and np.isnan(value)):
+            inner(value)
+
+    return check
+
+
+CELL_FIELDS: dict[str, Check] = {"id": text(), "hash": text(), "rows": list_of(mapping(), min_len=1)}
+ROW_FIELDS: dict[str, Check] = {
+    "cell": text(),
+    "selection": text(),
+    "kind": text(("baseline", "selection")),
+    "algorithm": text(),
+    "representation": text(),
+    "balance": text(("none", "stratified")),
+    "calibrate": _missing_or(number(0, 1)),
+    "budget": number(0, 1),
+    "k": integer(1),
+    "seed": integer(0),
+    "select_seconds": number(0),
+    "train_seconds": number(0),
+    "n_flipped_kept": _missing_or(number(0)),
+    "split": text(),
+    "metric": text(METRICS),
+    "value": number(0, 1),
+}
+
+
+def check_cell(
+    path: Path, cell: Cell, *, n_train: int | None = None, splits: tuple[str, ...] | None = None,
+    metrics: tuple[str, ...] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The record in ``path``, refused (naming the file, the field and the fix) unless every field has its
+    type and range and the file is this cell's (its id, and each row's cell, selection, budget and seed).
+
+    With ``n_train``, ``splits`` and ``metrics`` (for a record of the current configuration) each row's k
+    must be at most ``n_train`` and its split one of ``splits``, and there must be a row for every split
+    and metric.
+    """
+    record = read_record(path, name="cell", fields=CELL_FIELDS, fix=CELL_FIX)
+    if record["id"] != cell.id:
+        raise ValueError(f"cell file '{path}': field 'id' is {record['id']!r}, not {cell.id!r}; {CELL_FIX}.")
+    expected = {"cell": cell.id, "selection": cell.label, "budget": cell.budget, "seed": cell.seed}
+    for i, row in enumerate(record["rows"]):
+        where = f"cell file '{path}' rows[{i}]"
+        check_fields(row, ROW_FIELDS, where=where, fix=CELL_FIX)
+        wrong = [key for key, value in expected.items() if row[key] != value]
+        wrong += ["k"] if n_train is not None and row["k"] > n_train else []
+        wrong += ["split"] if splits is not None and row["split"] not in splits else []
+        if wrong:
+            raise ValueError(
+                f"{where}: field '{wrong[0]}' is {row[wrong[0]]!r}, which does not fit this cell ({cell.id}"
+                + ("" if n_train is None else f", {n_train} training examples, splits {list(splits or [])}")
+                + f"); {CELL_FIX}."
+            )
+    have = {(row["split"], row["metric"]) for row in record["rows"]}
+    missing = sorted({(s, m) for s in splits or () for m in metrics or ()} - have)
+    if missing:
+        raise ValueError(
+            f"cell file '{path}' has no row for split {missing[0][0]!r} and metric {missing[0][1]!r}; "
+            f"{CELL_FIX}."
+        )
+    return record
 
 
 # --- results ------------------------------------------------------------------------------------------
@@ -330,7 +562,11 @@ def dummy_for(train: Dataset, ds: Dataset, metrics: list[str]) -> dict[str, floa
 
 def assemble(runner: StudyRunner, cells: list[Cell]) -> pd.DataFrame:
     """All finished cells plus the dummy baseline, as one long table."""
-    rows = [row for cell in cells for row in _finished(runner, cell)["rows"]]
+    rows = []
+    for cell in cells:
+        representation = "" if cell.spec is None else cell.spec.representation
+        # a random-baseline cell from before it stopped reading dynamics/prob still names it
+        rows += [{**row, "representation": representation} for row in _finished(runner, cell)["rows"]]
     for split, ds in runner.evals.items():
         values = dummy_for(runner.train, ds, runner.metrics)
         for metric, value in values.items():
@@ -342,26 +578,36 @@ def assemble(runner: StudyRunner, cells: list[Cell]) -> pd.DataFrame:
                     "algorithm": "dummy",
                     "representation": "",
                     "balance": "none",
-                    "calibrate": np.nan,
+                    "calibrate": None,
                     "budget": np.nan,
                     "k": 0,
                     "seed": -1,
                     "select_seconds": 0.0,
                     "train_seconds": 0.0,
-                    "n_flipped_kept": np.nan,
+                    "n_flipped_kept": None,
                     "split": split,
                     "metric": metric,
                     "value": value,
                 }
             )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.astype({"calibrate": "float64", "n_flipped_kept": "float64", "budget": "float64"})
 
 
 def _finished(runner: StudyRunner, cell: Cell) -> dict[str, Any]:
     """A cell's record, refusing one missing or computed under another configuration."""
-    record = read_json(runner.out / "cells" / f"{cell.id}.json", name="cell")
-    if record.get("hash") != runner.cell_hash(cell):
-        raise RuntimeError(f"cell {cell.id} was computed under another configuration; rerun the study.")
+    path = runner.cell_path(cell)
+    record = runner.read_cell(cell)
+    if record is None:
+        raise ValueError(
+            f"cell file '{path}' is missing after its cell ran; rerun the study: it is recomputed."
+        )
+    if record["hash"] != runner.cell_hash(cell):
+        raise ValueError(
+            f"cell file '{path}' was computed under another configuration (does another study with a "
+            "different config write to this output?). Give each study its own output, then rerun the "
+            "study: that cell is recomputed."
+        )
     return record
 
 
@@ -383,60 +629,62 @@ def write_study_json(runner: StudyRunner, results: pd.DataFrame) -> None:
         flipped = "flipped.npy"
     noise = runner.ref_cfg.dataset.label_noise
     confidence = runner.index.get("dynamics/prob", {}).get("path")
-    atomic_write_json(
-        out / "study.json",
-        {
-            "name": out.name,
-            "task": runner.train.task,
-            "label_names": list(runner.train.label_names),
-            "n_train": len(runner.train),
-            "budgets": cfg.budgets,
-            "seeds": cfg.seeds,
-            "metrics": runner.metrics,
-            "primary_metric": runner.primary_metric,
-            "costs": {
-                **runner.costs,
-                "full_train_seconds": float(full.groupby("seed").train_seconds.first().mean()),
-            },
-            "label_noise": None
-            if flipped is None
-            else {"fraction": noise, "n_flipped": int(runner.stage.flipped.sum())},
-            "selections": [
-                {
-                    "name": s.label,
-                    "algorithm": s.algorithm,
-                    "representation": s.representation,
-                    "balance": s.balance,
-                    "calibrate": s.calibrate,
-                    "params": s.params,
-                }
-                for s in [RANDOM, *cfg.selections]
-            ],
-            "paths": {
-                "labels": "labels.train.npy" if (out / "labels.train.npy").is_file() else None,
-                "flipped": flipped,
-                "confidence": None if confidence is None else str(Path(confidence).resolve()),
-            },
+    meta = {
+        "name": out.name,
+        "task": runner.train.task,
+        "label_names": list(runner.train.label_names),
+        "n_train": len(runner.train),
+        "budgets": cfg.budgets,
+        "seeds": cfg.seeds,
+        "metrics": runner.metrics,
+        "primary_metric": runner.primary_metric,
+        "costs": {
+            **runner.costs,
+            "full_train_seconds": float(full.groupby("seed").train_seconds.first().mean()),
         },
-    )
+        "label_noise": None
+        if flipped is None
+        else {"fraction": noise, "n_flipped": int(runner.stage.flipped.sum())},
+        "selections": [
+            {
+                "name": s.label,
+                "algorithm": s.algorithm,
+                "representation": s.representation,
+                "balance": s.balance,
+                "calibrate": s.calibrate,
+                "params": s.params,
+            }
+            for s in [RANDOM, *cfg.selections]
+        ],
+        "paths": {
+            "labels": "labels.train.npy" if (out / "labels.train.npy").is_file() else None,
+            "flipped": flipped,
+            "confidence": None if confidence is None else str(Path(confidence).resolve()),
+        },
+    }
+    atomic_write_text(out / "study.json", dumps_strict(meta, what=str(out / "study.json")))
 
 
 def run_study(cfg: StudyConfig, *, progress: bool = True, report: bool = True) -> Path:
     """Run (or resume) the study in ``cfg.output``; returns the study directory."""
-    runner = StudyRunner(cfg, progress=progress)
-    runner.prepare()
     cells = plan_cells(cfg)
+    check_plan(cfg)
+    runner = StudyRunner(cfg, progress=progress)
+    runner.prepare(cells)
     pending = [cell for cell in cells if not runner.done(cell)]
     bar = tqdm(total=len(cells), initial=len(cells) - len(pending), desc="study cells", disable=not progress)
-    for cell in pending:
-        bar.set_postfix_str(cell.id, refresh=False)
-        # a second study process on the same output waits for the cell, then reuses it
-        with FileLock(runner.out / "cells" / f".{cell.id}.lock", timeout=None, what=f"study cell {cell.id}"):
-            if not runner.done(cell):
-                runner.run_cell(cell)
-        fault_point("study.cell")
-        bar.update()
-    bar.close()
+    try:
+        for cell in pending:
+            bar.set_postfix_str(cell.id, refresh=False)
+            # a second study process on the same output waits for the cell, then reuses it
+            lock = runner.out / "cells" / f".{cell.id}.lock"
+            with FileLock(lock, timeout=None, what=f"study cell {cell.id}"):
+                if not runner.done(cell):
+                    runner.run_cell(cell)
+            fault_point("study.cell")
+            bar.update()
+    finally:
+        bar.close()  # an error is printed below the bar, not onto it
     results = assemble(runner, cells)
     write_results(runner, results)
     write_study_json(runner, results)

@@ -5,6 +5,9 @@ selections and the arrays named in ``study.json`` ``paths``, writes every figure
 ``<study>/figures/`` and writes ``<study>/report.html``. The page embeds the figures as base64 data
 URIs and its CSS inline: it makes no request and needs no JavaScript, so it can be mailed or archived
 as one file. Every string that comes from the data is HTML-escaped.
+
+``study.json`` and every selection file are checked field by field (type and range) before use; a damaged
+one is refused naming the file, the field and the fix.
 """
 
 from __future__ import annotations
@@ -20,9 +23,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from datadiet._records import (
+    Check,
+    FieldError,
+    check_fields,
+    integer,
+    list_of,
+    mapping,
+    number,
+    optional,
+    read_record,
+    text,
+)
 from datadiet.analysis.overlap import label_distribution
 from datadiet.analysis.stats import budget_label, paired_difference
-from datadiet.io import atomic_write_bytes, atomic_write_text, load_array, read_json, safe_name
+from datadiet.config import cell_id, selection_file
+from datadiet.io import atomic_write_bytes, atomic_write_text, load_array
 from datadiet.report import study_plots as plots
 from datadiet.report.synthetic_plots import figure_to_png
 
@@ -31,6 +47,56 @@ __all__ = ["Study", "build_report", "load_study"]
 STUDY_KEYS = ("name", "label_names", "n_train", "budgets", "seeds", "metrics", "primary_metric", "selections")
 REPORT_COLUMNS = ("cell", "selection", "budget", "k", "seed", "split", "metric", "value", "train_seconds")
 DEFAULT_BUDGET = 0.3  # overlap and data-map budget when none is given: the nearest study budget
+METRICS = ("accuracy", "macro_f1", "rouge1", "rouge2", "rougeL")
+STUDY_FIX = "rerun the study: it rewrites study.json from its cells"
+
+
+def _mapping_of(fields: dict[str, Check]) -> Check:
+    """A JSON object whose listed fields, where present, pass their checks."""
+
+    def check(value: Any) -> None:
+        mapping()(value)
+        for name, inner in fields.items():
+            if name in value:
+                try:
+                    inner(value[name])
+                except FieldError as exc:
+                    raise FieldError(f"field '{name}' {exc}") from None
+
+    return check
+
+
+def _numbers_at_least_zero(value: Any) -> None:
+    mapping()(value)
+    for key, item in value.items():
+        try:
+            number(0)(item)
+        except FieldError as exc:
+            raise FieldError(f"field '{key}' {exc}") from None
+
+
+SPEC_FIELDS: dict[str, Check] = {
+    "name": text(),
+    "algorithm": optional(text()),
+    "representation": optional(text()),
+    "balance": optional(text()),
+    "calibrate": optional(number(0, 1)),
+    "params": optional(mapping()),
+}
+STUDY_FIELDS: dict[str, Check] = {
+    "name": text(),
+    "task": optional(text()),
+    "label_names": list_of(text()),
+    "n_train": integer(1),
+    "budgets": list_of(number(0, 1), min_len=1),
+    "seeds": list_of(integer(0), min_len=1),
+    "metrics": list_of(text(METRICS), min_len=1),
+    "primary_metric": text(METRICS),
+    "costs": optional(_numbers_at_least_zero),
+    "label_noise": optional(_mapping_of({"fraction": number(0, 1), "n_flipped": integer(0)})),
+    "selections": list_of(mapping()),
+    "paths": optional(_mapping_of({key: optional(text()) for key in ("labels", "flipped", "confidence")})),
+}
 
 
 @dataclass(frozen=True)
@@ -65,27 +131,51 @@ class Study:
         return plots.selection_order(self.results, names)
 
     def selection(self, name: str, budget: float, seed: int) -> np.ndarray | None:
-        """Indices saved for ``name`` at ``budget`` and ``seed``, or None when the file is absent."""
-        path = self.directory / "selections" / safe_name(name) / f"b{budget:.2f}_s{seed}.json"
-        if not path.is_file():
+        """Indices saved for ``name`` at ``budget`` and ``seed``, or None when the file is absent.
+
+        The file's ``indices`` must be distinct ints in ``[0, n_train)``; anything else is refused naming
+        the file and the fix (delete it and its cell file, rerun the study).
+        """
+        path = self.directory / selection_file(name, budget, seed)
+        if not path.exists():
             return None
-        data = read_json(path, name="selection")
-        if "indices" not in data:
-            raise ValueError(
-                f"selection file '{path}' has no 'indices' field; it must be a Selection.to_dict()."
-            )
+        fix = (
+            f"delete it and the cell file cells/{cell_id(name, budget, seed)}.json, then rerun the study: "
+            "that cell is recomputed"
+        )
+        fields = {"indices": _indices(int(self.meta["n_train"]))}
+        data = read_record(path, name="selection", fields=fields, fix=fix, required=("indices",))
         return np.sort(np.asarray(data["indices"], dtype=np.int64))
+
+
+def _indices(n: int) -> Check:
+    """A non-empty list of distinct ints in ``[0, n)``."""
+
+    def check(value: Any) -> None:
+        if not isinstance(value, list) or not value:
+            raise FieldError(f"must be a non-empty list of example indices. Got {type(value).__name__}.")
+        if not all(type(v) is int for v in value):
+            raise FieldError("must hold only ints (example indices).")
+        low, high = min(value), max(value)
+        if low < 0 or high >= n:
+            raise FieldError(f"must hold indices in [0, n_train={n}). Got {low if low < 0 else high}.")
+        if len(np.unique(np.asarray(value, dtype=np.int64))) != len(value):
+            raise FieldError("must hold distinct indices. Got a repeated one.")
+
+    return check
 
 
 def load_study(study_dir: str | os.PathLike[str]) -> Study:
     """Read a study directory (see the module docstring) and check that it has what the report needs."""
     directory = Path(study_dir)
-    meta = read_json(directory / "study.json", name="study")
-    missing = [key for key in STUDY_KEYS if key not in meta]
-    if missing:
-        raise ValueError(
-            f"study.json in '{directory}' is missing the keys {missing}; the study runner writes them."
-        )
+    meta = read_record(
+        directory / "study.json", name="study", fields=STUDY_FIELDS, fix=STUDY_FIX, required=STUDY_KEYS
+    )
+    where = f"study file '{directory / 'study.json'}'"
+    if meta["primary_metric"] not in meta["metrics"]:
+        raise ValueError(f"{where}: field 'primary_metric' is not among its metrics; {STUDY_FIX}.")
+    for i, spec in enumerate(meta["selections"]):
+        check_fields(spec, SPEC_FIELDS, where=f"{where} selections[{i}]", fix=STUDY_FIX, required=("name",))
     results = _read_results(directory)
     paths = meta.get("paths") or {}
     labels = _optional_array(directory, paths.get("labels", "labels.train.npy"), "labels")
@@ -102,17 +192,28 @@ def load_study(study_dir: str | os.PathLike[str]) -> Study:
     return Study(directory, meta, results, labels, flipped, confidence)
 
 
+RESULTS_FIX = "rerun the study: it rewrites the results from its cells"
+NUMERIC_COLUMNS = ("budget", "k", "seed", "value", "train_seconds")
+
+
 def _read_results(directory: Path) -> pd.DataFrame:
     parquet, csv = directory / "results.parquet", directory / "results.csv"
-    if parquet.is_file():
-        results = pd.read_parquet(parquet)
-    elif csv.is_file():
-        results = pd.read_csv(csv)
-    else:
+    if not parquet.is_file() and not csv.is_file():
         raise FileNotFoundError(f"No results.parquet or results.csv in '{directory}'; run the study first.")
+    path = parquet if parquet.is_file() else csv
+    try:
+        results = pd.read_parquet(path) if path == parquet else pd.read_csv(path)
+    except Exception as exc:  # pyarrow and pandas raise their own types for a damaged file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"results file '{path}' cannot be read ({reason}); {RESULTS_FIX}.") from None
     missing = [c for c in REPORT_COLUMNS if c not in results.columns]
     if missing:
         raise ValueError(f"The results table in '{directory}' is missing the columns {missing}.")
+    wrong = [c for c in NUMERIC_COLUMNS if not pd.api.types.is_numeric_dtype(results[c])]
+    if wrong:
+        raise ValueError(f"results file '{path}': column '{wrong[0]}' must hold numbers; {RESULTS_FIX}.")
+    if not np.isfinite(results["value"].to_numpy(dtype=np.float64)).all():
+        raise ValueError(f"results file '{path}': column 'value' holds NaN or inf; {RESULTS_FIX}.")
     results["selection"] = results["selection"].astype(str)
     return results
 
