@@ -144,8 +144,10 @@ def check_fields(
 def read_json_file(path: str | os.PathLike[str], *, name: str, fix: str) -> Any:
     """The parsed JSON of ``path``, refusing a missing, oversized, non-UTF-8 or malformed file."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{name} file '{path}' does not exist.")
+    if not path.is_file():
+        raise ValueError(f"{name} file '{path}' is not a regular file (a folder, FIFO or device); {fix}.")
     size = path.stat().st_size
     if size > MAX_RECORD_BYTES:
         raise ValueError(f"{name} file '{path}' is {size} bytes, more than datadiet ever writes; {fix}.")
