@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datadiet._chunks import release_pages
+from datadiet._core.chunks import release_pages
 
 D = 1024
 BUDGET = 0.3

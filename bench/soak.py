@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datadiet.demo import DEMO_SELECTIONS
+from datadiet.pipeline.demo import DEMO_SELECTIONS
 from datadiet.store import RepresentationStore
 
 RUN_STUDY = """
 import json, sys
 from datadiet.config import StudyConfig, from_dict
-from datadiet.study import run_study
+from datadiet.pipeline.study import run_study
 run_study(from_dict(StudyConfig, json.loads(sys.argv[1])), progress=False, report=False)
 """
 TIMING = ["select_seconds", "train_seconds"]

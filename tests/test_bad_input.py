@@ -19,15 +19,15 @@ from typer.testing import CliRunner
 
 import datadiet
 from datadiet import SELECTORS
+from datadiet._core.files import MAX_NAME, load_array, safe_name
 from datadiet.cli import app
 from datadiet.config import ConfigError, ReferenceConfig, SelectionSpec, StudyConfig, from_dict, load_config
 from datadiet.data.dataset import Dataset, DatasetError, encode_labels
 from datadiet.data.loaders import load_dataset
-from datadiet.io import MAX_NAME, load_array, safe_name
+from datadiet.pipeline.study import Cell
 from datadiet.selection.balancing import stratified_budgets
 from datadiet.selection.kmeans import NClustersClampedWarning
 from datadiet.store import RepresentationStore
-from datadiet.study import Cell
 from tests.helpers import inputs_for
 
 SRC = Path(datadiet.__file__).parent
@@ -514,7 +514,7 @@ def test_study_cell_and_selection_paths_stay_in_the_study_folder(tmp_path, label
 
 
 def test_study_refuses_selection_names_that_collide_as_file_names():
-    from datadiet.study import plan_cells
+    from datadiet.pipeline.study import plan_cells
 
     specs = [
         {"algorithm": "el2n", "representation": "dynamics/prob", "name": name} for name in ("a/b", "a_b")
@@ -533,7 +533,7 @@ def test_store_keys_that_could_name_a_path_outside_the_store_are_refused(tmp_pat
 
 
 def test_reference_training_on_one_class_is_refused_before_any_work(tmp_path):
-    from datadiet.pipeline import run_reference
+    from datadiet.pipeline.stages import run_reference
 
     data = tmp_path / "data"
     data.mkdir()

@@ -1,4 +1,4 @@
-"""Bad input reaching the CLI and ``datadiet.io``: one line naming the file, the field and the fix.
+"""Bad input reaching the CLI and ``datadiet._core.files``: one line naming the file, the field and the fix.
 
 Output targets that are not regular files, full disks, damaged ``.npy`` headers on every array option,
 store-entry files passed instead of the entry, malformed ``--param`` values, unknown option values,
@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import datadiet.cli as cli
+from datadiet._core.files import atomic_write_bytes, atomic_write_json, load_array
 from datadiet.cli import app, parse_params
-from datadiet.io import atomic_write_bytes, atomic_write_json, load_array
 from datadiet.representations.base import Representation
 from datadiet.selection.base import Selection
 from datadiet.store import RepresentationStore, make_key

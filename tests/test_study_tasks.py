@@ -15,8 +15,8 @@ import pytest
 
 from datadiet.config import StudyConfig, from_dict
 from datadiet.data.dataset import Dataset
+from datadiet.pipeline.study import run_study
 from datadiet.report.html import build_report
-from datadiet.study import run_study
 from tests.models.test_causal_lm import make_tiny_llama, pairs_dataset
 from tests.models.test_multiple_choice import toy_choices
 from tests.models.toy_models import make_tiny_bert

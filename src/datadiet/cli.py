@@ -17,9 +17,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from datadiet._records import read_json_file
-from datadiet._validation import did_you_mean
-from datadiet.io import atomic_write_json, load_array
+from datadiet._core.checks import did_you_mean
+from datadiet._core.files import atomic_write_json, load_array
+from datadiet._core.records import read_json_file
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Data pruning: representation x selection."
@@ -51,7 +51,7 @@ def _friendly_errors(func: F) -> F:
     command that rebuilds it). Live progress bars are closed first, so the message starts its own line.
     """
 
-    from datadiet._store_io import StoreError
+    from datadiet.store._io import StoreError
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -250,7 +250,7 @@ def select(
 @contextlib.contextmanager
 def engine_block(name: str, address: str | None) -> Iterator[None]:
     """Run the block's maps on the named engine (``local`` or ``ray``)."""
-    from datadiet.engine import ENGINES, make_engine, use_engine
+    from datadiet.distributed.engine import ENGINES, make_engine, use_engine
 
     check_choice("--engine", name, tuple(ENGINES))
     if address is not None and name != "ray":
@@ -288,7 +288,7 @@ def load_features(path: Path, *, name: str) -> Any:
 
 def _enclosing_entry(path: Path) -> Path | None:
     """The store entry folder that holds the file ``path`` (complete or partial), if any."""
-    from datadiet._store_io import KEY_PATTERN, MANIFEST, WRITER_SPEC
+    from datadiet.store._io import KEY_PATTERN, MANIFEST, WRITER_SPEC
 
     folder = path.parent
     if KEY_PATTERN.fullmatch(folder.name) is None:
@@ -298,8 +298,8 @@ def _enclosing_entry(path: Path) -> Path | None:
 
 def _load_entry(folder: Path, *, name: str) -> Any:
     """The complete store entry ``folder``, or a ``ValueError`` saying what to pass instead."""
-    from datadiet._store_io import KEY_PATTERN, MANIFEST, WRITER_SPEC
     from datadiet.store import RepresentationStore
+    from datadiet.store._io import KEY_PATTERN, MANIFEST, WRITER_SPEC
 
     keyed = KEY_PATTERN.fullmatch(folder.name) is not None
     if not keyed or not (folder / MANIFEST).is_file():
@@ -335,7 +335,7 @@ def reference(
     output: OutputOption = None,
 ) -> None:
     """Train the reference model and record its training dynamics and checkpoints (resumable)."""
-    from datadiet.pipeline import run_reference
+    from datadiet.pipeline.stages import run_reference
 
     run = run_reference(_reference_config(config, output))
     console.print(f"reference run ready in {run.run_dir}")
@@ -350,7 +350,7 @@ def represent(
     ray_address: RayAddressOption = None,
 ) -> None:
     """Extract dynamics, hidden states and projected gradients into the store (cached, resumable)."""
-    from datadiet.pipeline import run_represent
+    from datadiet.pipeline.stages import run_represent
 
     cfg = _reference_config(config, output)
     with engine_block(engine, ray_address):
@@ -419,7 +419,7 @@ def synthetic(
     epochs: Annotated[int, typer.Option(help="Reference-model epochs (trajectory length).")] = 100,
 ) -> None:
     """The 2D Gaussian-mixture study of Du et al.: figures, overlap.csv, selections.json."""
-    from datadiet.analysis.synthetic import run_synthetic_study
+    from datadiet.experiments.synthetic.study import run_synthetic_study
 
     with console.status("running the synthetic study"):
         result = run_synthetic_study(out, seed=seed, epochs=epochs)
@@ -435,7 +435,7 @@ def study(
 ) -> None:
     """Retrain the main model on every selection x budget x seed (resumable) and write the report."""
     from datadiet.config import StudyConfig, load_config
-    from datadiet.study import run_study
+    from datadiet.pipeline.study import run_study
 
     cfg = load_config(config, StudyConfig)
     with engine_block(engine, ray_address):
@@ -454,8 +454,8 @@ def demo(
 ) -> None:
     """The end-to-end study on the embedded default: Reuters R8 with MiniLM."""
     check_choice("--mode", mode, ("frozen", "lora", "full"))
-    from datadiet.demo import demo_config
-    from datadiet.study import run_study
+    from datadiet.pipeline.demo import demo_config
+    from datadiet.pipeline.study import run_study
 
     result = run_study(demo_config(str(out), mode="full" if full else mode))
     console.print(f"results: {result / 'results.csv'}  report: {result / 'report.html'}")

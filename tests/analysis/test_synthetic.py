@@ -16,7 +16,7 @@ import json
 import numpy as np
 import pytest
 
-from datadiet.analysis.synthetic import (
+from datadiet.experiments.synthetic.study import (
     REPRESENTATIONS,
     boundary_distance,
     energy_distance,

@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
+from datadiet.experiments.synthetic.plots import figure_to_png
 from datadiet.report import build_report
 from datadiet.report.html import load_study
 from datadiet.report.study_plots import plot_performance
-from datadiet.report.synthetic_plots import figure_to_png
 from datadiet.selection.base import Selection
 
 N, BUDGETS, SEEDS = 240, (0.1, 0.3, 0.5), (0, 1, 2)

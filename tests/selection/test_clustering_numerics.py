@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from datadiet import _chunks
+from datadiet._core import chunks as _chunks
 from datadiet.selection import kmeans as kmeans_module
 from datadiet.selection.kmeans import NClustersClampedWarning, assign, kmeans
 from datadiet.selection.prototypicality import Prototypicality

@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from datadiet import _chunks
+from datadiet._core import chunks as _chunks
 from datadiet.selection import kmeans as kmeans_module
 from datadiet.selection.kmeans import (
     KMeansResult,

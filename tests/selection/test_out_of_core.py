@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 import datadiet
-from datadiet import SELECTORS, _chunks
-from datadiet._chunks import is_memmap, iter_row_chunks, release_pages, take_rows
-from datadiet._validation import as_finite_array
+from datadiet import SELECTORS
+from datadiet._core import chunks as _chunks
+from datadiet._core.checks import as_finite_array
+from datadiet._core.chunks import is_memmap, iter_row_chunks, release_pages, take_rows
 from datadiet.representations.base import Representation, as_representation
 from datadiet.selection import self_influence
 from tests.helpers import inputs_for

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import datadiet
 import datadiet.selection.self_influence as self_influence_module
-from datadiet import _chunks
+from datadiet._core import chunks as _chunks
 from datadiet.selection._numerics import ScoresRescaledWarning, as_float64_scores, weighted_square_norms
 from datadiet.selection.ccs import CCS, assign_strata
 from datadiet.selection.el2n import el2n_scores

@@ -157,7 +157,7 @@ def test_forgetting_one_run_three_dimensional_equals_two_dimensional():
 
 
 def test_forgetting_runs_memmap_in_small_chunks_equals_in_memory(tmp_path, monkeypatch):
-    from datadiet import _chunks
+    from datadiet._core import chunks as _chunks
 
     correct = np.random.default_rng(3).integers(0, 2, size=(41, 3, 5)).astype(np.int8)
     np.save(tmp_path / "correct.npy", correct)

@@ -1,5 +1,5 @@
-"""Analysis of selections: overlap and rank correlation, label distributions, discriminative power and
-the synthetic 2-D study of Du et al. (ACL 2025)."""
+"""Analysis of selections: overlap and rank correlation, label distributions, discriminative power: pure
+functions (the synthetic 2-D study of Du et al. lives in :mod:`datadiet.experiments.synthetic`)."""
 
 from datadiet.analysis.discriminative import (
     gradient_sensitivity,
@@ -12,10 +12,8 @@ from datadiet.analysis.overlap import (
     random_overlap_expectation,
     rank_correlation,
 )
-from datadiet.analysis.synthetic import SyntheticResult, run_synthetic_study
 
 __all__ = [
-    "SyntheticResult",
     "gradient_sensitivity",
     "gradient_sensitivity_bound",
     "label_distribution",
@@ -23,5 +21,4 @@ __all__ = [
     "overlap_matrix",
     "random_overlap_expectation",
     "rank_correlation",
-    "run_synthetic_study",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from datadiet._validation import as_finite_array, check_labels
+from datadiet._core.checks import as_finite_array, check_labels
 from datadiet.selection.base import Selection
 
 __all__ = [

@@ -19,7 +19,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
-from datadiet._validation import check_rng
+from datadiet._core.checks import check_rng
 
 __all__ = ["REFERENCE_BASELINES", "RESULT_COLUMNS", "budget_label", "paired_difference", "summary_table"]
 

@@ -46,9 +46,9 @@ from typing import IO, Any, NamedTuple, cast
 
 import numpy as np
 
-from datadiet._validation import check_rng, seed_of
+from datadiet._core.checks import check_rng, seed_of
+from datadiet._core.files import atomic_write_bytes, atomic_write_json, read_json
 from datadiet.data.dataset import Dataset, DatasetError
-from datadiet.io import atomic_write_bytes, atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datadiet._validation import check_rng
+from datadiet._core.checks import check_rng
 from datadiet.data.dataset import Dataset, DatasetError, encode_labels
 from datadiet.data.loaders import read_csv, read_utf8
 from datadiet.data.slicing import stratified_split

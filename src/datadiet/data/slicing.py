@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from datadiet._validation import check_rng, seed_of
+from datadiet._core.checks import check_rng, seed_of
 from datadiet.data.dataset import Dataset
 
 

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datadiet._records import (
+from datadiet._core.files import atomic_write_bytes, atomic_write_text, load_array
+from datadiet._core.records import (
     Check,
     FieldError,
     check_fields,
@@ -38,9 +39,8 @@ from datadiet._records import (
 from datadiet.analysis.overlap import label_distribution
 from datadiet.analysis.stats import budget_label, paired_difference
 from datadiet.config import cell_id, selection_file
-from datadiet.io import atomic_write_bytes, atomic_write_text, load_array
+from datadiet.experiments.synthetic.plots import figure_to_png
 from datadiet.report import study_plots as plots
-from datadiet.report.synthetic_plots import figure_to_png
 
 __all__ = ["Study", "build_report", "load_study"]
 

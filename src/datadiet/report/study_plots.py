@@ -3,7 +3,7 @@
 Each function takes the long results table of a study (or plain arrays) and returns a
 :class:`matplotlib.figure.Figure` built with the object-oriented API on the Agg canvas, never
 ``pyplot``: no global state, safe on headless machines. Render with
-:func:`datadiet.report.synthetic_plots.figure_to_png`; writing files is the caller's job.
+:func:`datadiet.experiments.synthetic.plots.figure_to_png`; writing files is the caller's job.
 
 Budgets are drawn as percentages of the training set; the x axis is logarithmic when the budgets
 span a factor of 8 or more. Each selection keeps one colour across figures (:func:`selection_colors`);

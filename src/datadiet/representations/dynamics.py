@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datadiet._records import MAX_RECORD_BYTES, FieldError, list_of, read_json_file, text
+from datadiet._core.records import MAX_RECORD_BYTES, FieldError, list_of, read_json_file, text
 from datadiet.representations.base import Representation
 
 QUANTITIES: tuple[str, ...] = ("prob", "loss", "correct")

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from datadiet._chunks import chunk_rows_for, iter_row_chunks
+from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
 
 
 def float_dtype(x: np.ndarray) -> type:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from datadiet._chunks import take_rows
+from datadiet._core.chunks import take_rows
 from datadiet.selection.base import BaseSelector, Delegating, ScoreSelector
 
 BALANCE_MODES: tuple[str, ...] = ("none", "stratified")

@@ -20,7 +20,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from datadiet._records import (
+from datadiet._core.checks import as_finite_array, check_labels, check_rng, seed_of
+from datadiet._core.records import (
     Check,
     FieldError,
     check_fields,
@@ -31,7 +32,6 @@ from datadiet._records import (
     optional,
     text,
 )
-from datadiet._validation import as_finite_array, check_labels, check_rng, seed_of
 from datadiet.representations.base import Representation, as_representation
 
 Budget = int | float

@@ -31,7 +31,7 @@ from typing import Literal
 
 import numpy as np
 
-from datadiet._chunks import chunk_rows_for, iter_row_chunks
+from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
 from datadiet.selection._numerics import scale_exponent
 from datadiet.selection.base import BaseSelector, param_error
 from datadiet.selection.registry import SELECTORS

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datadiet._chunks import chunk_rows_for, iter_row_chunks
+from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
 from datadiet.selection._numerics import row_norms
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.cartography import check_probability_range

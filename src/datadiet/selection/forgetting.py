@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datadiet._chunks import chunk_rows_for, iter_row_chunks
+from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.registry import SELECTORS
 

@@ -113,8 +113,8 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from datadiet._chunks import chunk_rows_for, iter_row_chunks, release_pages, take_rows
-from datadiet._validation import as_finite_array, check_rng
+from datadiet._core.checks import as_finite_array, check_rng
+from datadiet._core.chunks import chunk_rows_for, iter_row_chunks, release_pages, take_rows
 from datadiet.selection._numerics import (
     checked_scale,
     float_dtype,
@@ -716,11 +716,12 @@ def _faiss_threads(limit: int) -> Iterator[None]:
 def _assign(x: np.ndarray, centroids: np.ndarray, metric: str, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Nearest (working-unit) centroid and distance to it for every row, in chunks of working rows.
 
-    The chunks are a map on the current :mod:`datadiet.engine` (this process by default, Ray tasks with
-    ``--engine ray``); the centroids travel once and every chunk is computed alike on either engine.
+    The chunks are a map on the current :mod:`datadiet.distributed.engine` (this process by default,
+    Ray tasks with ``--engine ray``); the centroids travel once and every chunk is computed alike on either
+    engine.
     Distances are in working units (Euclidean: times ``scale``).
     """
-    from datadiet.engine import current_engine, row_chunks
+    from datadiet.distributed.engine import current_engine, row_chunks
 
     step = max(1, min(_CHUNK_ENTRIES // len(centroids), _CHUNK_ENTRIES // x.shape[1]))
     engine = current_engine()

@@ -43,9 +43,9 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from datadiet._chunks import iter_row_chunks, release_pages
-from datadiet._validation import as_finite_array
-from datadiet.engine import current_engine, row_chunks
+from datadiet._core.checks import as_finite_array
+from datadiet._core.chunks import iter_row_chunks, release_pages
+from datadiet.distributed.engine import current_engine, row_chunks
 from datadiet.selection._numerics import (
     as_float64_scores,
     check_checkpoint_magnitudes,

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from datadiet._validation import did_you_mean
+from datadiet._core.checks import did_you_mean
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ highest scores are kept, ties to the lower example index.
 The gradients must **not** be normalised beforehand: with unit rows every score is the same
 constant (the pitfall in Du et al., ACL 2025). Rows are read in chunks, so a memory-mapped
 (n_examples, C, d) array is never loaded whole, and its pages are released after each chunk
-(:func:`datadiet._chunks.iter_row_chunks`).
+(:func:`datadiet._core.chunks.iter_row_chunks`).
 
 Magnitude: nothing unscaled is squared (:func:`datadiet.selection._numerics.weighted_square_norms`), so the
 ranking is that of the exact ``SI`` for gradients of any finite magnitude (``1e-170`` or ``1e150`` in float64)
@@ -27,9 +27,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from datadiet._chunks import release_pages
-from datadiet._validation import as_finite_array
-from datadiet.engine import current_engine, row_chunks
+from datadiet._core.checks import as_finite_array
+from datadiet._core.chunks import release_pages
+from datadiet.distributed.engine import current_engine, row_chunks
 from datadiet.selection._numerics import as_float64_scores, check_magnitudes, weighted_square_norms
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.registry import SELECTORS
@@ -143,7 +143,7 @@ def self_influence_scores(
 
 
 def _self_influence(grads: np.ndarray, weights: np.ndarray, rows: int, *, name: str) -> np.ndarray:
-    """Row chunks as a map on the current engine (:mod:`datadiet.engine`), combined in order.
+    """Row chunks as a map on the current engine (:mod:`datadiet.distributed.engine`), combined in order.
 
     Each chunk gives its rows' ``SI`` as (mantissa, exponent); :func:`as_float64_scores` turns them into
     float64 scores (the same bits whichever engine or chunking computed them).

@@ -41,9 +41,9 @@ import numbers
 
 import numpy as np
 
-from datadiet._chunks import take_rows
-from datadiet._validation import as_finite_array, check_rng
-from datadiet.engine import current_engine
+from datadiet._core.checks import as_finite_array, check_rng
+from datadiet._core.chunks import take_rows
+from datadiet.distributed.engine import current_engine
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.kmeans import check_choice, check_n_clusters, kmeans, normalize_rows
 from datadiet.selection.registry import SELECTORS

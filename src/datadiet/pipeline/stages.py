@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from datadiet._faults import fault_point
+from datadiet._core.faults import fault_point
+from datadiet._core.files import atomic_write_bytes, atomic_write_json
 from datadiet.config import ReferenceConfig, to_dict
 from datadiet.data.dataset import Dataset
-from datadiet.engine import current_engine
-from datadiet.io import atomic_write_bytes, atomic_write_json
+from datadiet.distributed.engine import current_engine
 from datadiet.representations.base import Representation
 from datadiet.store import RepresentationStore, make_key
 
@@ -384,7 +384,7 @@ def _stack_checkpoints(
 
     Neither the parts nor the result are ever whole in memory, so N is bounded by disk, not RAM.
     """
-    from datadiet._chunks import release_pages
+    from datadiet._core.chunks import release_pages
 
     shape = (len(ds), len(parts), parts[0].shape[1])
     with stage.store.writer(key, shape, np.float32, ds.ids.astype(str), provenance=provenance,

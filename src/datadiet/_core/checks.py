@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from datadiet._chunks import chunk_rows_for, iter_row_chunks
+from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
 
 
 def check_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -33,7 +33,7 @@ def as_finite_array(values: object, *, name: str, ndim: tuple[int, ...] | None =
     """Return ``values`` as a numeric array, refusing NaN/inf and unexpected dimensions.
 
     A ``np.memmap`` is returned as is (never loaded whole) and checked in row chunks whose pages are
-    released after reading (:func:`datadiet._chunks.iter_row_chunks`), so validation holds at most one
+    released after reading (:func:`datadiet._core.chunks.iter_row_chunks`), so validation holds at most one
     chunk of the file resident and allocates no full-size temporary.
     """
     try:

@@ -41,8 +41,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from datadiet._faults import fault_point
-from datadiet._store_io import (
+from datadiet._core.faults import fault_point
+from datadiet._core.files import atomic_write_bytes, atomic_write_json
+from datadiet.representations.base import Representation
+from datadiet.store._io import (
     DISK_FULL,
     FORMAT,
     IDS,
@@ -77,8 +79,6 @@ from datadiet._store_io import (
     short_repr,
     write_spec,
 )
-from datadiet.io import atomic_write_bytes, atomic_write_json
-from datadiet.representations.base import Representation
 
 __all__ = [
     "PartialEntryRestartedWarning",

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from datadiet._faults import fault_point
+from datadiet._core.faults import fault_point
 
 MAX_NAME = 200
 """Longest name :func:`safe_name` returns (room left for a suffix and a temp-file prefix)."""

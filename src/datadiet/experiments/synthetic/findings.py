@@ -13,7 +13,7 @@ from datadiet.analysis.overlap import overlap_matrix
 from datadiet.selection.base import Selection
 
 if TYPE_CHECKING:
-    from datadiet.analysis.synthetic import ReferenceRun, SyntheticData
+    from datadiet.experiments.synthetic.study import ReferenceRun, SyntheticData
 
 
 def boundary_distance(x: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:

@@ -24,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from datadiet._records import MAX_RECORD_BYTES, Check, FieldError, boolean, integer, list_of, mapping, text
+from datadiet._core.records import (
+    MAX_RECORD_BYTES,
+    Check,
+    FieldError,
+    boolean,
+    integer,
+    list_of,
+    mapping,
+    text,
+)
 from datadiet.representations.base import KINDS, Representation
 
 FORMAT = "datadiet.store/1"
@@ -296,7 +305,7 @@ def read_manifest(entry_dir: Path) -> dict[str, Any]:
 
 
 def sha256_hex(value: Any) -> None:
-    """A check (see :mod:`datadiet._records`): 64 lowercase hex characters."""
+    """A check (see :mod:`datadiet._core.records`): 64 lowercase hex characters."""
     if not isinstance(value, str) or re.fullmatch(r"[0-9a-f]{64}", value) is None:
         raise FieldError(f"must be a sha256 (64 lowercase hex characters). Got {short_repr(value, 60)}.")
 

@@ -40,7 +40,7 @@ import torch
 from safetensors.torch import save as save_safetensors
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from datadiet.io import atomic_write_bytes, atomic_write_json
+from datadiet._core.files import atomic_write_bytes, atomic_write_json
 from datadiet.models.base import check_number, inference_mode
 from datadiet.representations.dynamics import run_fix
 from datadiet.representations.gradients import adam_state_from_optimizer

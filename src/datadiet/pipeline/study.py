@@ -1,11 +1,12 @@
 """The study: which selection, on which representation, at which budget, trains the better main model.
 
 ``run_study(cfg)`` runs the reference model and the representations once (cached, via
-:mod:`datadiet.pipeline`), then every cell — (selection, budget, seed), plus the baselines full data (per
-seed), random (same budgets and seeds) and dummy — selects a subset, trains the main model on it and
-evaluates it on the test split (and an optional out-of-distribution split). Each finished cell is written
-atomically to ``cells/<id>.json``; a rerun skips every cell whose file matches the current configuration,
-and a cell runs under the lock ``cells/.<id>.lock``, so two studies sharing an output never both run it.
+:mod:`datadiet.pipeline.stages`), then every cell — (selection, budget, seed), plus the baselines
+full data (per seed), random (same budgets and seeds) and dummy — selects a subset, trains the main model
+on it and evaluates it on the test split (and an optional out-of-distribution split). Each finished cell
+is written atomically to ``cells/<id>.json``; a rerun skips every cell whose file matches the current
+configuration, and a cell runs under the lock ``cells/.<id>.lock``, so two studies sharing an output never
+both run it.
 Results go to ``results.parquet`` / ``results.csv`` (long format, one row per cell x split x metric), the
 selections to ``selections/<name>/b<budget>_s<seed>.json``, and ``report.html`` is built at the end.
 
@@ -32,10 +33,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import datadiet
-from datadiet._faults import fault_point
-from datadiet._records import Check, check_fields, integer, list_of, mapping, number, read_record, text
-from datadiet._store_io import FileLock
-from datadiet._validation import did_you_mean
+from datadiet._core.checks import did_you_mean
+from datadiet._core.faults import fault_point
+from datadiet._core.files import atomic_write_bytes, atomic_write_text
+from datadiet._core.records import Check, check_fields, integer, list_of, mapping, number, read_record, text
 from datadiet.config import (
     ConfigError,
     ReferenceConfig,
@@ -48,9 +49,8 @@ from datadiet.config import (
     to_dict,
 )
 from datadiet.data.dataset import Dataset, DatasetError
-from datadiet.io import atomic_write_bytes, atomic_write_text
 from datadiet.metrics import dummy_scores, score
-from datadiet.pipeline import (
+from datadiet.pipeline.stages import (
     DYNAMICS,
     Stage,
     build_model,
@@ -62,6 +62,7 @@ from datadiet.pipeline import (
 )
 from datadiet.representations.base import Representation
 from datadiet.store import make_key
+from datadiet.store._io import FileLock
 
 RANDOM = SelectionSpec("random", "", name="random")
 """The random baseline: uniform over the training split; it reads the split's size, no representation."""

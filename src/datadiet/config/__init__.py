@@ -54,7 +54,7 @@ class ConfigError(ValueError):
 
 
 def _did_you_mean(name: object, options: typing.Iterable[object]) -> str:
-    from datadiet._validation import did_you_mean
+    from datadiet._core.checks import did_you_mean
 
     return did_you_mean(name, [str(option) for option in options])
 
@@ -229,7 +229,7 @@ class ReferenceConfig:
     """Run directory: reference run, store and exported representations."""
     run_dir: str | None = None
     """An existing finished reference run to read instead of training one (e.g. recorded in your own
-    transformers.Trainer run by datadiet.integrations.DatadietCallback)."""
+    transformers.Trainer run by datadiet.training.hf_trainer.DatadietCallback)."""
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     """What to train on."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -345,7 +345,7 @@ def cell_id(name: str, budget: float, seed: int) -> str:
     >>> cell_id("less@gradients/train", 0.3, 0), cell_id("random", 0.301, 1)
     ('less@gradients_train__b0.30__s0', 'random__b0.301__s1')
     """
-    from datadiet.io import safe_name
+    from datadiet._core.files import safe_name
 
     return safe_name(f"{name}__b{budget_text(budget)}__s{seed}")
 
@@ -356,7 +356,7 @@ def selection_file(name: str, budget: float, seed: int) -> str:
     >>> selection_file("hard_to_learn@dynamics/prob", 0.5, 0)
     'selections/hard_to_learn@dynamics_prob/b0.50_s0.json'
     """
-    from datadiet.io import safe_name
+    from datadiet._core.files import safe_name
 
     return f"selections/{safe_name(name)}/b{budget_text(budget)}_s{seed}.json"
 
@@ -369,7 +369,7 @@ def check_selection_names(selections: list[SelectionSpec], where: str = "selecti
     baselines' (the report would average the selection into them), and two names whose file names are
     equal up to case would overwrite each other's files (on a case-insensitive file system too).
     """
-    from datadiet.io import safe_name
+    from datadiet._core.files import safe_name
 
     taken: dict[str, str] = {safe_name(name).casefold(): f"the {name!r} baseline" for name in BASELINES}
     seen: dict[str, str] = {}

@@ -44,8 +44,9 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
-from datadiet._faults import fault_point
-from datadiet._records import (
+from datadiet._core.faults import fault_point
+from datadiet._core.files import atomic_write_bytes, atomic_write_json
+from datadiet._core.records import (
     Check,
     FieldError,
     check_fields,
@@ -57,11 +58,10 @@ from datadiet._records import (
     read_record,
     text,
 )
-from datadiet._store_io import FileLock
 from datadiet.data.dataset import Dataset
-from datadiet.io import atomic_write_bytes, atomic_write_json
 from datadiet.models.base import ReferenceModel, check_number, inference_mode, seeded_torch, text_lengths
 from datadiet.representations.dynamics import load_dynamics_file, read_run_ids, run_fix
+from datadiet.store._io import FileLock
 
 METRICS: tuple[str, ...] = ("prob", "loss", "correct")
 _IDENTITY = ("train_config", "model", "dataset")

@@ -53,16 +53,16 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from datadiet._validation import check_rng
+from datadiet._core.checks import check_rng
+from datadiet._core.files import atomic_write_bytes
 from datadiet.analysis.discriminative import gradient_sensitivity_bound, loss_sensitivity
 from datadiet.analysis.overlap import overlap_matrix, random_overlap_expectation
-from datadiet.analysis.synthetic_findings import (
+from datadiet.experiments.synthetic.findings import (
     boundary_distance,
     energy_distance,
     representation_sensitivity,
     summarize_selections,
 )
-from datadiet.io import atomic_write_bytes
 from datadiet.representations.base import Representation
 from datadiet.selection.base import Selection
 
@@ -381,7 +381,7 @@ def _plain(value: Any) -> Any:
 
 
 def _write_figures(out: Path, data: SyntheticData, run: ReferenceRun, selections: dict, overlap) -> dict:
-    from datadiet.report import synthetic_plots as plots
+    from datadiet.experiments.synthetic import plots as plots
 
     files: dict[str, Path] = {}
     chosen = {name: sel.indices for name, sel in selections.items()}

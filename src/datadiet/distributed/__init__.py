@@ -1,0 +1,1 @@
+"""Local or Ray execution of chunked maps, with the same results bit for bit (see docs/distributed.md)."""
