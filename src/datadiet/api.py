@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from datadiet.errors import ParameterError
 from datadiet.representations.base import Representation
 from datadiet.selection.balancing import BALANCE_MODES, Stratified
 from datadiet.selection.base import (
@@ -38,13 +39,13 @@ def build_selector(
     selector: BaseSelector = SELECTORS.create(algorithm, **params)
     if calibrate is not None:
         if not isinstance(selector, ScoreSelector):
-            raise ValueError(
+            raise ParameterError(
                 f"Calibration needs a score-based selector; {algorithm!r} is not. "
                 f"Score-based: {score_based_selectors()}."
             )
         selector = Calibrated(selector, alpha=calibrate, weighting=weighting)
     elif weighting != "none":
-        raise ValueError("weighting applies only with calibrate=ALPHA; pass calibrate too.")
+        raise ParameterError("weighting applies only with calibrate=ALPHA; pass calibrate too.")
     if balance not in (None, *BALANCE_MODES):
         raise param_error("select", "balance", f"one of {list(BALANCE_MODES)}", balance)
     if balance == "stratified":

@@ -20,6 +20,7 @@ from rich.table import Table
 from datadiet._core.checks import did_you_mean
 from datadiet._core.files import atomic_write_json, load_array
 from datadiet._core.records import read_json_file
+from datadiet.errors import ParameterError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Data pruning: representation x selection."
@@ -89,7 +90,7 @@ def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
     """``value`` if it is one of ``choices``, else a ``ValueError`` with a "did you mean" hint."""
     if value not in choices:
         hint = did_you_mean(value, choices)
-        raise ValueError(f"{option} must be one of {list(choices)}. Got {value!r} instead.{hint}")
+        raise ParameterError(f"{option} must be one of {list(choices)}. Got {value!r} instead.{hint}")
     return value
 
 
@@ -100,7 +101,7 @@ def parse_budget(text: str) -> int | float:
         return int(text)
     if _DECIMAL.fullmatch(text):
         return float(text)
-    raise ValueError(f"--budget must be an int count or a fraction in (0, 1]. Got {text[:40]!r}.")
+    raise ParameterError(f"--budget must be an int count or a fraction in (0, 1]. Got {text[:40]!r}.")
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -115,9 +116,9 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"--param must look like key=value. Got {pair[:80]!r}.")
+            raise ParameterError(f"--param must look like key=value. Got {pair[:80]!r}.")
         if key in params:
-            raise ValueError(f"--param {key} is given twice; pass each parameter once.")
+            raise ParameterError(f"--param {key} is given twice; pass each parameter once.")
         params[key] = parse_param_value(key, value)
     return params
 
@@ -128,15 +129,15 @@ def parse_param_value(key: str, text: str) -> Any:
     if not text.strip():
         return None
     if len(text) > MAX_PARAM_CHARS:
-        raise ValueError(f"{where} is {len(text)} characters long; the limit is {MAX_PARAM_CHARS}.")
+        raise ParameterError(f"{where} is {len(text)} characters long; the limit is {MAX_PARAM_CHARS}.")
     if _flow_depth(text) > MAX_PARAM_DEPTH:  # checked first: YAML parses deep [[[...]]] in quadratic time
-        raise ValueError(f"{where} is nested more than {MAX_PARAM_DEPTH} levels deep.")
+        raise ParameterError(f"{where} is nested more than {MAX_PARAM_DEPTH} levels deep.")
     try:
         _refuse_yaml_features(text, where)
         value = yaml.safe_load(text)
     except (yaml.YAMLError, RecursionError) as exc:
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ValueError(
+        raise ParameterError(
             f"{where}={text[:40]!r} is not a valid value ({problem}). Write a number, a word, or a list like "
             "[1, 2]; quote text that holds YAML characters ('...')."
         ) from None
@@ -170,26 +171,28 @@ def _refuse_yaml_features(text: str, where: str) -> None:
     """Refuse tags, anchors and aliases (they build objects or blow up in size) before anything is built."""
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise ValueError(f"{where} uses a YAML anchor or alias (& or *); write the value out in full.")
+            raise ParameterError(
+                f"{where} uses a YAML anchor or alias (& or *); write the value out in full."
+            )
         if getattr(event, "tag", None) is not None:  # set only when the text names a tag
-            raise ValueError(f"{where} uses a YAML tag ({event.tag}); write plain values (quote text).")
+            raise ParameterError(f"{where} uses a YAML tag ({event.tag}); write plain values (quote text).")
 
 
 def _plain_value(value: Any, where: str, *, depth: int) -> Any:
     """``value`` as plain JSON-like data; YAML 1.1 strings such as ``2e-5`` read as the floats they are."""
     if depth > MAX_PARAM_DEPTH:
-        raise ValueError(f"{where} is nested more than {MAX_PARAM_DEPTH} levels deep.")
+        raise ParameterError(f"{where} is nested more than {MAX_PARAM_DEPTH} levels deep.")
     if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
         value = float(value)
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where} is {value}; a parameter must be a finite number.")
+        raise ParameterError(f"{where} is {value}; a parameter must be a finite number.")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, list):
         return [_plain_value(item, where, depth=depth + 1) for item in value]
     if isinstance(value, dict) and all(isinstance(name, str) for name in value):
         return {name: _plain_value(item, where, depth=depth + 1) for name, item in value.items()}
-    raise ValueError(
+    raise ParameterError(
         f"{where} reads as a {type(value).__name__} ({str(value)[:40]!r}); quote it to pass text, or "
         "give a number, a word, or a list."
     )
@@ -254,7 +257,7 @@ def engine_block(name: str, address: str | None) -> Iterator[None]:
 
     check_choice("--engine", name, tuple(ENGINES))
     if address is not None and name != "ray":
-        raise ValueError("--ray-address needs --engine ray.")
+        raise ParameterError("--ray-address needs --engine ray.")
     with use_engine(make_engine(name, address=address)):
         yield
 
@@ -273,13 +276,13 @@ def load_features(path: Path, *, name: str) -> Any:
     if entry is not None:
         if path.name == "values.npy" and (entry / "manifest.json").is_file():
             return _load_entry(entry, name=name)  # the entry, not its bare values: keep the provenance
-        raise ValueError(
+        raise ParameterError(
             f"{name} '{path}' is a file inside the representation-store entry '{entry}'; pass the entry "
             f"folder instead: --{name.replace(' ', '-')} {entry}"
         )
     array = load_array(path, name=name, mmap=True)
     if array.dtype.kind not in "biufc":
-        raise ValueError(
+        raise ParameterError(
             f"{name} file '{path}' holds {array.dtype} text, not numbers; it must be a numeric .npy "
             "(N x d): convert it, e.g. np.save('features.npy', np.loadtxt(path, delimiter=','))."
         )
@@ -308,7 +311,7 @@ def _load_entry(folder: Path, *, name: str) -> Any:
                 f"{name} '{folder}' is a partial representation-store entry (its write was interrupted); "
                 "rerun the command that builds it (e.g. datadiet represent) to finish it."
             )
-        raise ValueError(
+        raise ParameterError(
             f"{name} '{folder}' is a folder but not a representation-store entry (no manifest.json); pass "
             "a .npy file or an entry folder <store>/<key> (the paths `datadiet represent` lists)."
         )
@@ -404,7 +407,7 @@ def _common_size(paths: list[Path], loaded: list[Any]) -> int | None:
     known = [(path, n) for path, n in sizes if n is not None]
     for path, n in known[1:]:
         if n != known[0][1]:
-            raise ValueError(
+            raise ParameterError(
                 f"selection file '{path}' selects from n_examples={n} but '{known[0][0]}' from "
                 f"n_examples={known[0][1]}; compare selections of the same dataset."
             )

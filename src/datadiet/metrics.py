@@ -7,6 +7,8 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.metrics import f1_score
 
+from datadiet.errors import ParameterError
+
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> float:
     """Share of correct predictions."""
@@ -25,7 +27,7 @@ METRICS: dict[str, Callable[..., float]] = {"accuracy": accuracy, "macro_f1": ma
 def check_metrics(names: list[str]) -> None:
     unknown = sorted(set(names) - set(METRICS))
     if unknown:
-        raise ValueError(f"Unknown metric(s) {unknown}. Available: {sorted(METRICS)}.")
+        raise ParameterError(f"Unknown metric(s) {unknown}. Available: {sorted(METRICS)}.")
 
 
 def score(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], n_classes: int) -> dict[str, float]:

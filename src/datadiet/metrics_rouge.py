@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from datadiet.errors import MissingDependencyError, ParameterError, ParameterTypeError
+
 ROUGE_TYPES: tuple[str, ...] = ("rouge1", "rouge2", "rougeL")
 _INSTALL = "pip install rouge-score==0.1.2"
 
@@ -50,17 +52,19 @@ def _check_texts(references: Sequence[str], predictions: Sequence[str]) -> tuple
     for name, texts in (("references", references), ("predictions", predictions)):
         if isinstance(texts, str) or not isinstance(texts, Sequence):
             kind = type(texts).__name__
-            raise TypeError(f"{name} must be a sequence of str (one per example). Got {kind} instead.")
+            raise ParameterTypeError(
+                f"{name} must be a sequence of str (one per example). Got {kind} instead."
+            )
         bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
         if bad:
-            raise TypeError(f"{name} must hold only str; rows {bad[:5]} do not.")
+            raise ParameterTypeError(f"{name} must hold only str; rows {bad[:5]} do not.")
     if len(references) != len(predictions):
-        raise ValueError(
+        raise ParameterError(
             f"references and predictions must have one entry per example; got {len(references)} references "
             f"and {len(predictions)} predictions."
         )
     if not references:
-        raise ValueError("references and predictions are empty; ROUGE needs at least one example.")
+        raise ParameterError("references and predictions are empty; ROUGE needs at least one example.")
     return list(references), list(predictions)
 
 
@@ -68,5 +72,5 @@ def _scorer():
     try:
         from rouge_score.rouge_scorer import RougeScorer
     except ImportError as exc:
-        raise ImportError(f"ROUGE needs the 'rouge-score' package: {_INSTALL}.") from exc
+        raise MissingDependencyError(f"ROUGE needs the 'rouge-score' package: {_INSTALL}.") from exc
     return RougeScorer(list(ROUGE_TYPES), use_stemmer=True)

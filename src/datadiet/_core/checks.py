@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
+from datadiet.errors import ParameterError, ParameterTypeError
 
 
 def check_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -17,11 +18,13 @@ def check_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
         return seed
     if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
         if seed is not None and seed < 0:
-            raise ValueError(
+            raise ParameterError(
                 f"The 'seed' parameter must be an int >= 0 or a numpy Generator. Got {seed} instead."
             )
         return np.random.default_rng(seed)
-    raise TypeError(f"The 'seed' parameter must be an int >= 0 or a numpy Generator. Got {seed!r} instead.")
+    raise ParameterTypeError(
+        f"The 'seed' parameter must be an int >= 0 or a numpy Generator. Got {seed!r} instead."
+    )
 
 
 def seed_of(seed: int | np.random.Generator | None) -> int | None:
@@ -39,21 +42,21 @@ def as_finite_array(values: object, *, name: str, ndim: tuple[int, ...] | None =
     try:
         array = values if isinstance(values, np.memmap) else np.asarray(values)
     except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} must be a numeric array; could not convert it ({exc}).") from exc
+        raise ParameterTypeError(f"{name} must be a numeric array; could not convert it ({exc}).") from exc
     if array.dtype == bool:
         array = array.astype(np.float32)
     if np.issubdtype(array.dtype, np.complexfloating):
-        raise TypeError(
+        raise ParameterTypeError(
             f"{name} has complex dtype {array.dtype}; datadiet selects on real values. Pass the real part, "
             "the modulus, or the real and imaginary parts side by side as real features."
         )
     if not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"{name} must be a numeric array. Got dtype {array.dtype} instead.")
+        raise ParameterTypeError(f"{name} must be a numeric array. Got dtype {array.dtype} instead.")
     if ndim is not None and array.ndim not in ndim:
         shapes = " or ".join(f"{d}-D" for d in ndim)
-        raise ValueError(f"{name} must be {shapes}. Got shape {array.shape} instead.")
+        raise ParameterError(f"{name} must be {shapes}. Got shape {array.shape} instead.")
     if array.ndim == 0 or array.shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape}); it needs at least one example.")
+        raise ParameterError(f"{name} is empty (shape {array.shape}); it needs at least one example.")
     if np.issubdtype(array.dtype, np.inexact):
         _check_finite(array, name)
     return array
@@ -70,7 +73,7 @@ def _check_finite(array: np.ndarray, name: str, chunk_bytes: int | None = None) 
         n_bad += int(bad.sum())
         bad_rows.extend((start + np.unique(np.nonzero(bad)[0])).tolist()[:5])
     if n_bad:
-        raise ValueError(
+        raise ParameterError(
             f"{name} has {n_bad} NaN/inf values (first rows: {bad_rows[:5]}). "
             "Replace or drop those examples before selecting."
         )
@@ -88,18 +91,22 @@ def check_labels(labels: object, n: int) -> np.ndarray:
     if isinstance(labels, (list, tuple)):  # np.asarray would turn [1, "1"] into the strings ["1", "1"]
         kinds = {_label_kind(x) for x in labels}
         if len(kinds) > 1:
-            raise TypeError(f"labels mix types {sorted(kinds)}; use one type (all int or all str).")
+            raise ParameterTypeError(f"labels mix types {sorted(kinds)}; use one type (all int or all str).")
     array = np.asarray(labels)
     if array.ndim != 1:
-        raise ValueError(f"labels must be 1-D with one label per example. Got shape {array.shape} instead.")
+        raise ParameterError(
+            f"labels must be 1-D with one label per example. Got shape {array.shape} instead."
+        )
     if array.shape[0] != n:
-        raise ValueError(f"labels has {array.shape[0]} entries but the representation has n_examples={n}.")
+        raise ParameterError(
+            f"labels has {array.shape[0]} entries but the representation has n_examples={n}."
+        )
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ValueError("labels contain NaN/inf; give every example a label.")
+        raise ParameterError("labels contain NaN/inf; give every example a label.")
     if array.dtype.kind == "O":
         kinds = {type(x).__name__ for x in array.tolist()}
         if len(kinds) > 1:
-            raise TypeError(f"labels mix types {sorted(kinds)}; use one type (all int or all str).")
+            raise ParameterTypeError(f"labels mix types {sorted(kinds)}; use one type (all int or all str).")
     return array
 
 

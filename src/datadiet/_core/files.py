@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from datadiet._core.faults import fault_point
+from datadiet.errors import ParameterError, ParameterTypeError
 
 MAX_NAME = 200
 """Longest name :func:`safe_name` returns (room left for a suffix and a temp-file prefix)."""
@@ -44,7 +45,7 @@ def load_array(path: str | os.PathLike[str], *, name: str, mmap: bool = False) -
         return _load_npy(path, name, mmap)
     if suffix in (".txt", ".csv"):
         return _load_column(path, name)
-    raise ValueError(f"{name} file '{path}' must be .npy (or .txt/.csv with one value per line).")
+    raise ParameterError(f"{name} file '{path}' must be .npy (or .txt/.csv with one value per line).")
 
 
 def _check_input_file(path: Path, name: str) -> None:
@@ -55,7 +56,9 @@ def _check_input_file(path: Path, name: str) -> None:
     if not path.exists():
         raise FileNotFoundError(f"{name} file '{path}' does not exist.")
     if not path.is_file():
-        raise ValueError(f"{name} file '{path}' is {_file_kind(path)}, not a regular file; pass a .npy file.")
+        raise ParameterError(
+            f"{name} file '{path}' is {_file_kind(path)}, not a regular file; pass a .npy file."
+        )
 
 
 def _load_npy(path: Path, name: str, mmap: bool) -> np.ndarray:
@@ -65,7 +68,9 @@ def _load_npy(path: Path, name: str, mmap: bool) -> np.ndarray:
             return np.load(path, allow_pickle=False, mmap_mode="r")
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{name} file '{path}' could not be read ({_first_line(exc)}); {_RESAVE}.") from exc
+        raise ParameterError(
+            f"{name} file '{path}' could not be read ({_first_line(exc)}); {_RESAVE}."
+        ) from exc
 
 
 _RESAVE = "recreate it with np.save"
@@ -75,16 +80,16 @@ def _checked_npy_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtyp
     """The shape and dtype in the header of ``path``, refusing anything :func:`np.load` should not read."""
     size = path.stat().st_size
     if size == 0:
-        raise ValueError(f"{name} file '{path}' is empty (0 bytes), not a .npy array; {_RESAVE}.")
+        raise ParameterError(f"{name} file '{path}' is empty (0 bytes), not a .npy array; {_RESAVE}.")
     with open(path, "rb") as handle:
         try:
             version = np.lib.format.read_magic(handle)
             read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
             if version not in read:
-                raise ValueError(f".npy format version {version} is not read by datadiet")
+                raise ParameterError(f".npy format version {version} is not read by datadiet")
             shape, _, dtype = read[version](handle)
         except (ValueError, EOFError, OSError) as exc:
-            raise ValueError(
+            raise ParameterError(
                 f"{name} file '{path}' is not a readable .npy file ({_first_line(exc)}); it is truncated or "
                 f"not a .npy array: {_RESAVE}."
             ) from exc
@@ -92,7 +97,7 @@ def _checked_npy_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtyp
     _check_npy_dtype(dtype, path, name)
     expected = math.prod(shape) * dtype.itemsize
     if size - offset != expected:
-        raise ValueError(
+        raise ParameterError(
             f"{name} file '{path}' is damaged: its header says shape {shape} of {dtype} ({expected} bytes of "
             f"data) but the file holds {size - offset} bytes after the header; {_RESAVE}."
         )
@@ -101,12 +106,12 @@ def _checked_npy_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtyp
 
 def _check_npy_dtype(dtype: np.dtype, path: Path, name: str) -> None:
     if dtype.hasobject:
-        raise ValueError(
+        raise ParameterError(
             f"{name} file '{path}' holds Python objects or is corrupt (dtype {dtype}); datadiet never "
             "unpickles data: save a numeric or string array."
         )
     if dtype.kind not in ARRAY_KINDS or dtype.fields is not None:
-        raise ValueError(
+        raise ParameterError(
             f"{name} file '{path}' has dtype {dtype}; datadiet reads numeric or string arrays only: save one "
             "field per file (e.g. np.save(path, array['field']))."
         )
@@ -116,13 +121,13 @@ def _load_column(path: Path, name: str) -> np.ndarray:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(
+        raise ParameterError(
             f"{name} file '{path}' is not valid UTF-8 (byte offset {exc.start}: {exc.reason}); "
             "re-encode it as UTF-8."
         ) from exc
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise ValueError(f"{name} file '{path}' is empty; write one value per line.")
+        raise ParameterError(f"{name} file '{path}' is empty; write one value per line.")
     return _parse_column(lines)
 
 
@@ -161,7 +166,7 @@ def safe_name(text: str) -> str:
     ('less@gradients_train+balanced', '.._.._etc', '__')
     """
     if not isinstance(text, str):
-        raise TypeError(f"A name used in an output path must be a string. Got {text!r} instead.")
+        raise ParameterTypeError(f"A name used in an output path must be a string. Got {text!r} instead.")
     name = re.sub(r"[^A-Za-z0-9_.@+-]", "_", text)
     if name in ("", ".", ".."):
         name = "_" * max(1, len(name))
@@ -242,4 +247,4 @@ def read_json(path: str | os.PathLike[str], *, name: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{name} file '{path}' is not valid JSON ({exc}).") from exc
+        raise ParameterError(f"{name} file '{path}' is not valid JSON ({exc}).") from exc

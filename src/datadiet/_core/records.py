@@ -22,13 +22,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from datadiet.errors import FieldError, ParameterError
+
 Check = Callable[[Any], None]
 MAX_RECORD_BYTES = 512 * 2**20
 """Largest JSON file read back (a selection of 10M examples with scores is about 250 MB)."""
-
-
-class FieldError(ValueError):
-    """A field's value is of the wrong type or out of range (the message is the problem)."""
 
 
 def _show(value: Any) -> str:
@@ -127,17 +125,17 @@ def check_fields(
     """Check ``data`` (a dict) field by field; ``required`` lists the fields that must be present
     (default: all of ``fields``). Raises ``ValueError``: "<where>: field 'x' must be ... <fix>"."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where} must hold a JSON object. Got {type(data).__name__}; {fix}.")
+        raise ParameterError(f"{where} must hold a JSON object. Got {type(data).__name__}; {fix}.")
     needed = tuple(fields) if required is None else required
     for name, check in fields.items():
         if name not in data:
             if name in needed:
-                raise ValueError(f"{where} has no field '{name}'; {fix}.")
+                raise ParameterError(f"{where} has no field '{name}'; {fix}.")
             continue
         try:
             check(data[name])
         except FieldError as exc:
-            raise ValueError(f"{where}: field '{name}' {exc} Fix: {fix}.") from None
+            raise ParameterError(f"{where}: field '{name}' {exc} Fix: {fix}.") from None
     return data
 
 
@@ -147,15 +145,15 @@ def read_json_file(path: str | os.PathLike[str], *, name: str, fix: str) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"{name} file '{path}' does not exist.")
     if not path.is_file():
-        raise ValueError(f"{name} file '{path}' is not a regular file (a folder, FIFO or device); {fix}.")
+        raise ParameterError(f"{name} file '{path}' is not a regular file (a folder, FIFO or device); {fix}.")
     size = path.stat().st_size
     if size > MAX_RECORD_BYTES:
-        raise ValueError(f"{name} file '{path}' is {size} bytes, more than datadiet ever writes; {fix}.")
+        raise ParameterError(f"{name} file '{path}' is {size} bytes, more than datadiet ever writes; {fix}.")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"{name} file '{path}' is not valid JSON ({reason}); {fix}.") from None
+        raise ParameterError(f"{name} file '{path}' is not valid JSON ({reason}); {fix}.") from None
 
 
 def read_record(

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
+from datadiet.errors import ParameterError
+
 __all__ = [
     "gradient_jacobian",
     "gradient_sensitivity",
@@ -140,7 +142,9 @@ def margin(h: np.ndarray, w: np.ndarray, y: np.ndarray | int) -> np.ndarray:
     w = _as_float(w, "w")
     y = _check_signs(y)
     if h.shape[-1:] != w.shape or w.ndim != 1:
-        raise ValueError(f"h has shape {h.shape} but w has shape {w.shape}; the last dimensions must match.")
+        raise ParameterError(
+            f"h has shape {h.shape} but w has shape {w.shape}; the last dimensions must match."
+        )
     return y * (h @ w)
 
 
@@ -148,21 +152,21 @@ def margin(h: np.ndarray, w: np.ndarray, y: np.ndarray | int) -> np.ndarray:
 def _as_float(value: object, name: str) -> np.ndarray:
     array = np.asarray(value, dtype=np.float64)
     if np.isnan(array).any():
-        raise ValueError(f"{name} contains NaN.")
+        raise ParameterError(f"{name} contains NaN.")
     return array
 
 
 def _nonnegative(value: object, name: str) -> np.ndarray:
     array = _as_float(value, name)
     if (array < 0).any():
-        raise ValueError(f"The '{name}' parameter must be >= 0 (it is a norm). Got {value!r} instead.")
+        raise ParameterError(f"The '{name}' parameter must be >= 0 (it is a norm). Got {value!r} instead.")
     return array
 
 
 def _check_signs(y: object) -> np.ndarray:
     array = np.asarray(y)
     if not np.isin(array, (-1, 1)).all():
-        raise ValueError(
+        raise ParameterError(
             f"y must hold labels in {{-1, +1}} (map 0/1 labels with 2*y - 1). Got {y!r} instead."
         )
     return array.astype(np.float64)
@@ -172,8 +176,8 @@ def _check_point(h: object, w: object, y: object) -> tuple[np.ndarray, np.ndarra
     h = _as_float(h, "h")
     w = _as_float(w, "w")
     if h.ndim != 1 or h.shape != w.shape:
-        raise ValueError(f"h and w must be 1-D of the same length. Got shapes {h.shape} and {w.shape}.")
+        raise ParameterError(f"h and w must be 1-D of the same length. Got shapes {h.shape} and {w.shape}.")
     signs = _check_signs(y)
     if signs.ndim != 0:
-        raise ValueError(f"y must be a single label for a single point. Got shape {signs.shape}.")
+        raise ParameterError(f"y must be a single label for a single point. Got shape {signs.shape}.")
     return h, w, float(signs)

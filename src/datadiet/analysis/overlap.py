@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from datadiet._core.checks import as_finite_array, check_labels
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.selection.base import Selection
 
 __all__ = [
@@ -57,7 +58,7 @@ def overlap_matrix(
     if isinstance(selections, np.ndarray) and selections.ndim == 2:
         selections = list(selections)
     if isinstance(selections, Selection | np.ndarray) or len(selections) == 0:
-        raise ValueError("selections must be a non-empty sequence of selections or index arrays.")
+        raise ParameterError("selections must be a non-empty sequence of selections or index arrays.")
     n_examples = _pool_size(selections, n_examples)
     sets = [_check_indices(s, n_examples, name=f"selections[{i}]") for i, s in enumerate(selections)]
     return _overlap_matrix(sets)
@@ -83,11 +84,11 @@ def random_overlap_expectation(k: int, n: int) -> float:
     """
     for name, value in (("k", k), ("n", n)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"The '{name}' parameter must be an int. Got {value!r} instead.")
+            raise ParameterTypeError(f"The '{name}' parameter must be an int. Got {value!r} instead.")
     if n < 1:
-        raise ValueError(f"The 'n' parameter must be an int in the range [1, inf). Got {n} instead.")
+        raise ParameterError(f"The 'n' parameter must be an int in the range [1, inf). Got {n} instead.")
     if not 0 <= k <= n:
-        raise ValueError(f"k={k} should be in [0, n={n}].")
+        raise ParameterError(f"k={k} should be in [0, n={n}].")
     return k / n
 
 
@@ -114,15 +115,15 @@ def rank_correlation(score_arrays: Sequence[Selection | np.ndarray | Sequence[fl
     if isinstance(score_arrays, np.ndarray) and score_arrays.ndim == 2:
         score_arrays = list(score_arrays)
     if isinstance(score_arrays, Selection | np.ndarray) or len(score_arrays) < 2:
-        raise ValueError("score_arrays must be a sequence of at least two score vectors.")
+        raise ParameterError("score_arrays must be a sequence of at least two score vectors.")
     columns = [_check_scores(s, name=f"score_arrays[{i}]") for i, s in enumerate(score_arrays)]
     lengths = {len(c) for c in columns}
     if len(lengths) > 1:
-        raise ValueError(
+        raise ParameterError(
             f"score_arrays must all have the same length. Got lengths {[len(c) for c in columns]}."
         )
     if lengths.pop() < 2:
-        raise ValueError("score_arrays need at least two examples each to be ranked.")
+        raise ParameterError("score_arrays need at least two examples each to be ranked.")
     return _rank_correlation(np.column_stack(columns))
 
 
@@ -183,7 +184,7 @@ def label_distribution(
     """
     labels = check_labels(labels, len(np.asarray(labels)))
     if labels.shape[0] == 0:
-        raise ValueError("labels is empty; it needs one label per example.")
+        raise ParameterError("labels is empty; it needs one label per example.")
     selected = _check_indices(indices, len(labels), name="indices")
     classes = _check_classes(labels, classes)
     n_total = np.array([np.sum(labels == c) for c in classes], dtype=np.int64)
@@ -207,7 +208,7 @@ def label_distribution(
 def _pool_size(selections: Sequence[object], n_examples: int | None) -> int | None:
     if n_examples is not None:
         if isinstance(n_examples, bool) or not isinstance(n_examples, numbers.Integral) or n_examples < 1:
-            raise ValueError(
+            raise ParameterError(
                 "The 'n_examples' parameter must be an int in the range [1, inf). "
                 f"Got {n_examples!r} instead."
             )
@@ -216,7 +217,7 @@ def _pool_size(selections: Sequence[object], n_examples: int | None) -> int | No
         s.meta["n_examples"] for s in selections if isinstance(s, Selection) and "n_examples" in s.meta
     }
     if len(recorded) > 1:
-        raise ValueError(
+        raise ParameterError(
             f"The selections come from pools of different sizes {sorted(recorded)}; overlaps are only "
             "meaningful over the same examples."
         )
@@ -227,27 +228,31 @@ def _check_indices(selection: object, n_examples: int | None, *, name: str) -> n
     raw = selection.indices if isinstance(selection, Selection) else selection
     array = np.asarray(raw)
     if array.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of indices. Got shape {array.shape} instead.")
+        raise ParameterError(f"{name} must be a 1-D array of indices. Got shape {array.shape} instead.")
     if len(array) == 0:
-        raise ValueError(f"{name} is empty; an overlap needs at least one selected example.")
+        raise ParameterError(f"{name} is empty; an overlap needs at least one selected example.")
     if not np.issubdtype(array.dtype, np.integer):
         if not (np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array))):
-            raise TypeError(f"{name} must hold integer indices. Got dtype {array.dtype} instead.")
+            raise ParameterTypeError(f"{name} must hold integer indices. Got dtype {array.dtype} instead.")
     array = array.astype(np.int64)
     low, high = int(array.min()), int(array.max())
     if low < 0 or (n_examples is not None and high >= n_examples):
         bound = "n_examples" if n_examples is None else f"n_examples={n_examples}"
-        raise ValueError(f"{name} has indices out of range [0, {bound}): min={low}, max={high}.")
+        raise ParameterError(f"{name} has indices out of range [0, {bound}): min={low}, max={high}.")
     unique = np.unique(array)
     if len(unique) != len(array):
-        raise ValueError(f"{name} has {len(array) - len(unique)} duplicate indices; a selection is a set.")
+        raise ParameterError(
+            f"{name} has {len(array) - len(unique)} duplicate indices; a selection is a set."
+        )
     return unique
 
 
 def _check_scores(scores: object, *, name: str) -> np.ndarray:
     if isinstance(scores, Selection):
         if scores.scores is None:
-            raise ValueError(f"{name} is a Selection without scores; its algorithm does not rank examples.")
+            raise ParameterError(
+                f"{name} is a Selection without scores; its algorithm does not rank examples."
+            )
         scores = scores.scores
     return as_finite_array(scores, name=name, ndim=(1,)).astype(np.float64)
 
@@ -258,8 +263,8 @@ def _check_classes(labels: np.ndarray, classes: Sequence[object] | None) -> list
         return present
     classes = list(classes)
     if len(set(classes)) != len(classes):
-        raise ValueError(f"classes has duplicates: {classes}.")
+        raise ParameterError(f"classes has duplicates: {classes}.")
     missing = [c for c in present if c not in classes]
     if missing:
-        raise ValueError(f"labels {missing} are not in classes={classes}.")
+        raise ParameterError(f"labels {missing} are not in classes={classes}.")
     return classes

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from datadiet._core.checks import check_rng
+from datadiet.errors import ParameterError, ParameterTypeError
 
 __all__ = ["REFERENCE_BASELINES", "RESULT_COLUMNS", "budget_label", "paired_difference", "summary_table"]
 
@@ -145,29 +146,29 @@ def _bootstrap_ci(diffs: np.ndarray, resamples: dict[int, np.ndarray], alpha: fl
 
 def _filter_rows(results: pd.DataFrame, *, metric: str, split: str, baseline: str) -> pd.DataFrame:
     if not isinstance(results, pd.DataFrame):
-        raise TypeError(f"results must be a pandas DataFrame. Got {type(results).__name__} instead.")
+        raise ParameterTypeError(f"results must be a pandas DataFrame. Got {type(results).__name__} instead.")
     missing = [c for c in RESULT_COLUMNS if c not in results.columns]
     if missing:
-        raise ValueError(
+        raise ParameterError(
             f"results is missing the columns {missing}; it needs {list(RESULT_COLUMNS)} "
             "(the long results table a study writes to results.parquet)."
         )
     for column, wanted in (("metric", metric), ("split", split)):
         available = sorted(map(str, results[column].dropna().unique()))
         if wanted not in available:
-            raise ValueError(f"Unknown {column} {wanted!r}. Available in results: {available}.")
+            raise ParameterError(f"Unknown {column} {wanted!r}. Available in results: {available}.")
     rows = results[(results["metric"] == metric) & (results["split"] == split)]
     rows = rows[~rows["selection"].isin(REFERENCE_BASELINES) & rows["budget"].notna()].copy()
     rows["budget"] = rows["budget"].astype(np.float64).round(_BUDGET_DECIMALS)
     if baseline not in set(rows["selection"]):
-        raise ValueError(
+        raise ParameterError(
             f"Unknown baseline {baseline!r}: it has no budgeted rows for metric={metric!r}, split={split!r}. "
             f"Available: {list(pd.unique(rows['selection']))}."
         )
     duplicated = rows.duplicated(["selection", "budget", "seed"])
     if duplicated.any():
         first = rows[duplicated].iloc[0]
-        raise ValueError(
+        raise ParameterError(
             f"results has {int(duplicated.sum())} repeated (selection, budget, seed) rows for "
             f"metric={metric!r}, split={split!r}, e.g. selection={first['selection']!r}, "
             f"budget={first['budget']}, seed={first['seed']}; keep one row per training run."
@@ -182,12 +183,12 @@ def _selection_order(rows: pd.DataFrame, baseline: str) -> list[str]:
 
 def _check_options(n_boot: int, alpha: float) -> None:
     if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 1:
-        raise ValueError(
+        raise ParameterError(
             f"The 'n_boot' parameter of paired_difference must be an int in the range [1, inf). "
             f"Got {n_boot!r} instead."
         )
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
-        raise ValueError(
+        raise ParameterError(
             f"The 'alpha' parameter of paired_difference must be a float in (0, 1). Got {alpha!r} instead."
         )
 
@@ -221,7 +222,9 @@ def summary_table(paired: pd.DataFrame, *, digits: int = 3, with_difference: boo
     """
     missing = [c for c in ("selection", "budget", "mean", "std") if c not in paired.columns]
     if missing:
-        raise ValueError(f"paired is missing the columns {missing}; pass the output of paired_difference.")
+        raise ParameterError(
+            f"paired is missing the columns {missing}; pass the output of paired_difference."
+        )
     cells = [_format_cell(row, digits, with_difference) for row in paired.itertuples(index=False)]
     frame = paired.assign(cell=cells, column=[budget_label(b) for b in paired["budget"]])
     table = frame.pivot(index="selection", columns="column", values="cell")

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
+from datadiet.errors import ConfigError, ParameterError
+
 if TYPE_CHECKING:
     from datadiet.data.dataset import Dataset
 
@@ -47,10 +49,6 @@ INT_LIMIT = 2**63
 """Every int in a config lies in [-2**63, 2**63)."""
 BASELINES = ("full", "random", "dummy")
 """Names of the study's baselines, reserved: no selection may take them."""
-
-
-class ConfigError(ValueError):
-    """A config file or dict is malformed."""
 
 
 def _did_you_mean(name: object, options: typing.Iterable[object]) -> str:
@@ -578,7 +576,9 @@ def dumps_strict(data: Any, *, what: str) -> str:
         if bad is None:
             raise
         field = bad[0] or "its value"
-        raise ValueError(f"Refusing to write {what}: {field} is {bad[1]!r}, not a finite number.") from None
+        raise ParameterError(
+            f"Refusing to write {what}: {field} is {bad[1]!r}, not a finite number."
+        ) from None
 
 
 def _non_finite(value: Any, where: str) -> tuple[str, float] | None:

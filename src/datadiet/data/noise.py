@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from datadiet.data.dataset import Dataset
+from datadiet.errors import ParameterError
 
 
 def flip_labels(ds: Dataset, fraction: float, *, seed: int = 0) -> tuple[Dataset, np.ndarray]:
@@ -21,11 +22,13 @@ def flip_labels(ds: Dataset, fraction: float, *, seed: int = 0) -> tuple[Dataset
     (3, True)
     """
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
-        raise ValueError(f"The 'label_noise' parameter must be a float in [0, 1). Got {fraction!r} instead.")
+        raise ParameterError(
+            f"The 'label_noise' parameter must be a float in [0, 1). Got {fraction!r} instead."
+        )
     if ds.labels is None or ds.task != "classification":
-        raise ValueError("label noise needs a labelled classification dataset.")
+        raise ParameterError("label noise needs a labelled classification dataset.")
     if ds.n_classes < 2:
-        raise ValueError("label noise needs at least 2 classes to flip between.")
+        raise ParameterError("label noise needs at least 2 classes to flip between.")
     rng = np.random.default_rng(seed)
     n_flip = math.floor(round(fraction * len(ds), 9))
     chosen = rng.choice(len(ds), n_flip, replace=False)

@@ -14,6 +14,7 @@ import numpy as np
 
 from datadiet._core.checks import check_rng, seed_of
 from datadiet.data.dataset import Dataset
+from datadiet.errors import ParameterError, ParameterTypeError
 
 
 def stratified_slice(ds: Dataset, n: int, *, seed: int | np.random.Generator = 0) -> Dataset:
@@ -101,13 +102,13 @@ def _held_count(fraction: float | int, n: int) -> int:
     if isinstance(fraction, numbers.Integral) and not isinstance(fraction, bool):
         return _check_count(int(fraction), n, name="fraction", low=1, high=n - 1)
     if not isinstance(fraction, numbers.Real) or isinstance(fraction, bool) or not 0 < fraction < 1:
-        raise ValueError(
+        raise ParameterError(
             f"The 'fraction' parameter of stratified_split must be a float in (0, 1) or an int. "
             f"Got {fraction!r} instead."
         )
     held = int(np.floor(fraction * n))
     if not 1 <= held <= n - 1:
-        raise ValueError(
+        raise ParameterError(
             f"fraction={fraction} of n_examples={n} holds out {held} examples; both parts need at least "
             "one. Use a larger dataset or another fraction."
         )
@@ -116,9 +117,9 @@ def _held_count(fraction: float | int, n: int) -> int:
 
 def _check_count(value: int, n: int, *, name: str, low: int, high: int) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"The '{name}' parameter must be an int. Got {value!r} instead.")
+        raise ParameterTypeError(f"The '{name}' parameter must be an int. Got {value!r} instead.")
     if not low <= value <= high:
-        raise ValueError(
+        raise ParameterError(
             f"The '{name}' parameter must be an int in the range [{low}, {high}] for n_examples={n}. "
             f"Got {value} instead."
         )

@@ -32,6 +32,8 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from datadiet.errors import MissingDependencyError, ParameterError
+
 T = TypeVar("T")
 R = TypeVar("R")
 ENGINES = ("local", "ray")
@@ -114,11 +116,11 @@ class RayEngine:
         try:
             import ray
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
+            raise MissingDependencyError(
                 "The ray engine needs Ray: pip install 'datadiet[ray]' (or pip install 'ray[data]')."
             ) from exc
         if cpus_per_task <= 0:
-            raise ValueError(f"cpus_per_task must be > 0. Got {cpus_per_task!r} instead.")
+            raise ParameterError(f"cpus_per_task must be > 0. Got {cpus_per_task!r} instead.")
         self._ray = ray
         self.cpus_per_task = cpus_per_task
         self.threads = threads or _blas_threads()
@@ -277,7 +279,7 @@ def make_engine(name: str = "local", *, address: str | None = None, num_cpus: in
         return _LOCAL
     if name == "ray":
         return RayEngine(address, num_cpus=num_cpus)
-    raise ValueError(f"Unknown engine {name!r}. Available: {list(ENGINES)}.")
+    raise ParameterError(f"Unknown engine {name!r}. Available: {list(ENGINES)}.")
 
 
 def row_chunks(n: int, rows: int) -> list[tuple[int, int]]:
@@ -287,5 +289,5 @@ def row_chunks(n: int, rows: int) -> list[tuple[int, int]]:
     [(0, 2), (2, 4), (4, 5)]
     """
     if rows < 1:
-        raise ValueError(f"rows must be >= 1. Got {rows!r} instead.")
+        raise ParameterError(f"rows must be >= 1. Got {rows!r} instead.")
     return [(start, min(start + rows, n)) for start in range(0, n, rows)]

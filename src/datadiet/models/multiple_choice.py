@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from datadiet.data.dataset import Dataset
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.models.base import (
     GradientTarget,
     ReferenceModel,
@@ -94,7 +95,9 @@ class EncoderMultipleChoice(ReferenceModel):
         check_number("EncoderMultipleChoice", "max_length", max_length, integer=True, low=1)
         check_number("EncoderMultipleChoice", "seed", seed, integer=True, low=0)
         if lora is not None and not isinstance(lora, LoraSettings):
-            raise TypeError(f"lora must be a LoraSettings or None. Got {type(lora).__name__} instead.")
+            raise ParameterTypeError(
+                f"lora must be a LoraSettings or None. Got {type(lora).__name__} instead."
+            )
         self.model_path = _check_model_dir(model_path)
         self.lora = lora
         self.max_length = int(max_length)
@@ -178,18 +181,18 @@ class EncoderMultipleChoice(ReferenceModel):
 def _batch_options(ds: Dataset, idx: np.ndarray) -> list[list[str]]:
     """The options of rows ``idx``, checking that ``ds`` is a multiple-choice split with options."""
     if ds.task != "multiple_choice":
-        raise ValueError(
+        raise ParameterError(
             f"EncoderMultipleChoice needs a multiple_choice dataset; {ds.name}/{ds.split} is {ds.task!r}. "
             "Use EncoderClassifier for classification."
         )
     if ds.choices is None:
-        raise ValueError(
+        raise ParameterError(
             f"{ds.name}/{ds.split} has no choices; a multiple_choice dataset needs its options per example."
         )
     options = [list(ds.choices[i]) for i in idx]
     empty = [str(ds.ids[i]) for i, row in zip(idx, options, strict=True) if not row]
     if empty:
-        raise ValueError(
+        raise ParameterError(
             f"{ds.name}/{ds.split}: {len(empty)} examples have no options (first ids: {empty[:3]}); "
             "give each example at least one option or drop it."
         )

@@ -22,6 +22,7 @@ from datadiet._core.files import atomic_write_bytes, atomic_write_json
 from datadiet.config import ReferenceConfig, to_dict
 from datadiet.data.dataset import Dataset
 from datadiet.distributed.engine import current_engine
+from datadiet.errors import ParameterError
 from datadiet.representations.base import Representation
 from datadiet.store import RepresentationStore, make_key
 
@@ -73,7 +74,7 @@ def prepare(cfg: ReferenceConfig) -> Stage:
 
 def _split(splits: dict[str, Dataset], name: str, source: str) -> Dataset:
     if name not in splits:
-        raise ValueError(f"{source} has no split {name!r}. Available: {sorted(splits)}.")
+        raise ParameterError(f"{source} has no split {name!r}. Available: {sorted(splits)}.")
     return splits[name]
 
 
@@ -114,13 +115,13 @@ def build_model(stage: Stage) -> Any:
     """A fresh (untrained, seeded) reference model for the dataset's task and the configured mode."""
     cfg, task = stage.cfg, stage.train.task
     if task == "classification" and stage.train.n_classes < 2:
-        raise ValueError(
+        raise ParameterError(
             f"The training split of {cfg.dataset.source} has {stage.train.n_classes} class "
             f"{list(stage.train.label_names)}; a classifier needs at least 2. Check the label column."
         )
     if cfg.model.mode == "frozen":
         if task != "classification":
-            raise ValueError(
+            raise ParameterError(
                 f"model.mode 'frozen' serves classification only; a {task} task needs lora or full."
             )
         from datadiet.models.frozen import FrozenHead
@@ -209,7 +210,7 @@ def _open_recorded_run(cfg: ReferenceConfig, stage: Stage) -> Any:
     ours = stage.train.ids.astype(str)
     if not np.array_equal(np.asarray(run.ids).astype(str), ours):
         theirs = [str(i) for i in run.ids[:3]]
-        raise ValueError(
+        raise ParameterError(
             f"'{cfg.run_dir}' recorded {len(run.ids)} examples (first ids {theirs}) but the configured "
             f"training split has {len(ours)} (first ids {[str(i) for i in ours[:3]]}). Set dataset.id to the "
             f"id column your Trainer run used (its ids are in '{Path(cfg.run_dir) / 'ids.json'}'), or point "

@@ -49,6 +49,7 @@ from datadiet.config import (
     to_dict,
 )
 from datadiet.data.dataset import Dataset, DatasetError
+from datadiet.errors import ParameterError
 from datadiet.metrics import dummy_scores, score
 from datadiet.pipeline.stages import (
     DYNAMICS,
@@ -251,20 +252,26 @@ class StudyRunner:
             evals["ood"] = _split(ood, self.cfg.ood.split, self.cfg.ood.source, "ood.split")
         for name, ds in evals.items():
             if ds.task != self.train.task:
-                raise ValueError(f"the {name} split is a {ds.task} task but training is {self.train.task}.")
+                raise ParameterError(
+                    f"the {name} split is a {ds.task} task but training is {self.train.task}."
+                )
             if ds.label_names != self.train.label_names:
-                raise ValueError(f"the {name} split's label names {ds.label_names} differ from training's.")
+                raise ParameterError(
+                    f"the {name} split's label names {ds.label_names} differ from training's."
+                )
         return evals
 
     def representation(self, name: str) -> Representation:
         if name not in self._reps:
             if name not in self.index:
                 hint = did_you_mean(name, self.index)
-                raise ValueError(f"Unknown representation {name!r}.{hint} Available: {sorted(self.index)}.")
+                raise ParameterError(
+                    f"Unknown representation {name!r}.{hint} Available: {sorted(self.index)}."
+                )
             rep = self.stage.store.load(self.index[name]["key"])
             if name.startswith(("dynamics", "hidden")) or name == "gradients/train":
                 if not np.array_equal(np.asarray(rep.ids).astype(str), self.train.ids.astype(str)):
-                    raise ValueError(f"representation {name} does not follow the training split's ids.")
+                    raise ParameterError(f"representation {name} does not follow the training split's ids.")
             self._reps[name] = rep
         return self._reps[name]
 
@@ -493,7 +500,9 @@ def check_cell(
     """
     record = read_record(path, name="cell", fields=CELL_FIELDS, fix=CELL_FIX)
     if record["id"] != cell.id:
-        raise ValueError(f"cell file '{path}': field 'id' is {record['id']!r}, not {cell.id!r}; {CELL_FIX}.")
+        raise ParameterError(
+            f"cell file '{path}': field 'id' is {record['id']!r}, not {cell.id!r}; {CELL_FIX}."
+        )
     expected = {"cell": cell.id, "selection": cell.label, "budget": cell.budget, "seed": cell.seed}
     for i, row in enumerate(record["rows"]):
         where = f"cell file '{path}' rows[{i}]"
@@ -502,7 +511,7 @@ def check_cell(
         wrong += ["k"] if n_train is not None and row["k"] > n_train else []
         wrong += ["split"] if splits is not None and row["split"] not in splits else []
         if wrong:
-            raise ValueError(
+            raise ParameterError(
                 f"{where}: field '{wrong[0]}' is {row[wrong[0]]!r}, which does not fit this cell ({cell.id}"
                 + ("" if n_train is None else f", {n_train} training examples, splits {list(splits or [])}")
                 + f"); {CELL_FIX}."
@@ -510,7 +519,7 @@ def check_cell(
     have = {(row["split"], row["metric"]) for row in record["rows"]}
     missing = sorted({(s, m) for s in splits or () for m in metrics or ()} - have)
     if missing:
-        raise ValueError(
+        raise ParameterError(
             f"cell file '{path}' has no row for split {missing[0][0]!r} and metric {missing[0][1]!r}; "
             f"{CELL_FIX}."
         )
@@ -527,11 +536,11 @@ def task_metrics(cfg: StudyConfig, task: str) -> tuple[list[str], str]:
     )
     rouge = {"rouge1", "rouge2", "rougeL"}
     if generation != bool(set(metrics) & rouge) or (generation and not set(metrics) <= rouge):
-        raise ValueError(
+        raise ParameterError(
             f"metrics {metrics} do not fit a {task} task; use rouge* for generation, else accuracy/macro_f1."
         )
     if primary not in metrics:
-        raise ValueError(f"primary_metric {primary!r} is not among the metrics {metrics}.")
+        raise ParameterError(f"primary_metric {primary!r} is not among the metrics {metrics}.")
     return metrics, primary
 
 
@@ -600,11 +609,11 @@ def _finished(runner: StudyRunner, cell: Cell) -> dict[str, Any]:
     path = runner.cell_path(cell)
     record = runner.read_cell(cell)
     if record is None:
-        raise ValueError(
+        raise ParameterError(
             f"cell file '{path}' is missing after its cell ran; rerun the study: it is recomputed."
         )
     if record["hash"] != runner.cell_hash(cell):
-        raise ValueError(
+        raise ParameterError(
             f"cell file '{path}' was computed under another configuration (does another study with a "
             "different config write to this output?). Give each study its own output, then rerun the "
             "study: that cell is recomputed."

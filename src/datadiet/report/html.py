@@ -39,6 +39,7 @@ from datadiet._core.records import (
 from datadiet.analysis.overlap import label_distribution
 from datadiet.analysis.stats import budget_label, paired_difference
 from datadiet.config import cell_id, selection_file
+from datadiet.errors import ParameterError
 from datadiet.experiments.synthetic.plots import figure_to_png
 from datadiet.report import study_plots as plots
 
@@ -173,7 +174,7 @@ def load_study(study_dir: str | os.PathLike[str]) -> Study:
     )
     where = f"study file '{directory / 'study.json'}'"
     if meta["primary_metric"] not in meta["metrics"]:
-        raise ValueError(f"{where}: field 'primary_metric' is not among its metrics; {STUDY_FIX}.")
+        raise ParameterError(f"{where}: field 'primary_metric' is not among its metrics; {STUDY_FIX}.")
     for i, spec in enumerate(meta["selections"]):
         check_fields(spec, SPEC_FIELDS, where=f"{where} selections[{i}]", fix=STUDY_FIX, required=("name",))
     results = _read_results(directory)
@@ -182,11 +183,13 @@ def load_study(study_dir: str | os.PathLike[str]) -> Study:
     if labels is None:  # generation: no labels, so no label-distribution section
         labels = np.full(int(meta["n_train"]), -1, dtype=np.int64)
     if len(labels) != int(meta["n_train"]):
-        raise ValueError(f"labels has {len(labels)} entries but study.json says n_train={meta['n_train']}.")
+        raise ParameterError(
+            f"labels has {len(labels)} entries but study.json says n_train={meta['n_train']}."
+        )
     flipped = _optional_array(directory, paths.get("flipped"), "flipped")
     confidence = _optional_array(directory, paths.get("confidence"), "confidence")
     if confidence is not None and (confidence.ndim != 2 or len(confidence) != len(labels)):
-        raise ValueError(
+        raise ParameterError(
             f"confidence must have shape (n_train={len(labels)}, n_epochs). Got {confidence.shape} instead."
         )
     return Study(directory, meta, results, labels, flipped, confidence)
@@ -205,15 +208,15 @@ def _read_results(directory: Path) -> pd.DataFrame:
         results = pd.read_parquet(path) if path == parquet else pd.read_csv(path)
     except Exception as exc:  # pyarrow and pandas raise their own types for a damaged file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"results file '{path}' cannot be read ({reason}); {RESULTS_FIX}.") from None
+        raise ParameterError(f"results file '{path}' cannot be read ({reason}); {RESULTS_FIX}.") from None
     missing = [c for c in REPORT_COLUMNS if c not in results.columns]
     if missing:
-        raise ValueError(f"The results table in '{directory}' is missing the columns {missing}.")
+        raise ParameterError(f"The results table in '{directory}' is missing the columns {missing}.")
     wrong = [c for c in NUMERIC_COLUMNS if not pd.api.types.is_numeric_dtype(results[c])]
     if wrong:
-        raise ValueError(f"results file '{path}': column '{wrong[0]}' must hold numbers; {RESULTS_FIX}.")
+        raise ParameterError(f"results file '{path}': column '{wrong[0]}' must hold numbers; {RESULTS_FIX}.")
     if not np.isfinite(results["value"].to_numpy(dtype=np.float64)).all():
-        raise ValueError(f"results file '{path}': column 'value' holds NaN or inf; {RESULTS_FIX}.")
+        raise ParameterError(f"results file '{path}': column 'value' holds NaN or inf; {RESULTS_FIX}.")
     results["selection"] = results["selection"].astype(str)
     return results
 
@@ -228,7 +231,7 @@ def _nearest_budget(study: Study, budget: float | None, *, parameter: str) -> fl
     if budget is None:
         return min(budgets, key=lambda b: (abs(b - DEFAULT_BUDGET), b))
     if not any(np.isclose(budget, b) for b in budgets):
-        raise ValueError(
+        raise ParameterError(
             f"The '{parameter}' parameter must be one of the study budgets {budgets}. Got {budget!r}."
         )
     return float(budget)
@@ -254,7 +257,7 @@ def _overlap_figure(study: Study, budget: float) -> tuple[Any, str] | None:
 def _highlight_name(study: Study, highlight: str | None) -> str | None:
     if highlight is not None:
         if highlight not in study.order:
-            raise ValueError(f"Unknown highlight selection {highlight!r}. Available: {study.order}.")
+            raise ParameterError(f"Unknown highlight selection {highlight!r}. Available: {study.order}.")
         return highlight
     configured = study.meta["selections"]
     hard = [str(s["name"]) for s in configured if s.get("algorithm") == "hard_to_learn"]

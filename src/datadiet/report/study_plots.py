@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from datadiet.analysis.overlap import overlap_matrix, random_overlap_expectation
 from datadiet.analysis.stats import REFERENCE_BASELINES, budget_label
+from datadiet.errors import ParameterError
 
 __all__ = [
     "plot_costs",
@@ -299,7 +300,7 @@ def plot_data_map(
     """
     confidence = np.asarray(confidence, dtype=np.float64)
     if confidence.ndim != 2:
-        raise ValueError(
+        raise ParameterError(
             f"confidence must be an (n_examples, n_epochs) trajectory. Got shape {confidence.shape} instead."
         )
     mean, std = confidence.mean(axis=1), confidence.std(axis=1)
@@ -345,7 +346,7 @@ def plot_costs(results: pd.DataFrame, *, costs: Mapping[str, float]) -> Figure:
     """
     missing = [c for c in ("reference_seconds", "represent_seconds", "full_train_seconds") if c not in costs]
     if missing:
-        raise ValueError(f"costs is missing {missing}; the study's costs block records all three.")
+        raise ParameterError(f"costs is missing {missing}; the study's costs block records all three.")
     runs = _per_run(results)
     per_budget = runs.groupby("budget")
     percent = 100 * np.asarray(list(per_budget.groups), dtype=float)

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from datadiet.errors import ParameterError, ParameterTypeError
+
 Kind = Literal["dynamics", "hidden", "gradients", "features"]
 KINDS: tuple[str, ...] = ("dynamics", "hidden", "gradients", "features")
 
@@ -42,16 +44,16 @@ class Representation:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"Unknown representation kind {self.kind!r}. Available: {list(KINDS)}.")
+            raise ParameterError(f"Unknown representation kind {self.kind!r}. Available: {list(KINDS)}.")
         values = _as_array(self.values)
         if values.ndim not in (1, 2, 3):
-            raise ValueError(f"values must be 1-D, 2-D or 3-D. Got shape {values.shape} instead.")
+            raise ParameterError(f"values must be 1-D, 2-D or 3-D. Got shape {values.shape} instead.")
         object.__setattr__(self, "values", values)
         ids = np.arange(values.shape[0]) if self.ids is None else np.asarray(self.ids)
         if ids.shape != (values.shape[0],):
-            raise ValueError(f"ids has shape {ids.shape} but values has n_examples={values.shape[0]}.")
+            raise ParameterError(f"ids has shape {ids.shape} but values has n_examples={values.shape[0]}.")
         if len(np.unique(ids)) != len(ids):
-            raise ValueError("ids must be unique; found duplicates.")
+            raise ParameterError("ids must be unique; found duplicates.")
         object.__setattr__(self, "ids", ids)
 
     @property
@@ -69,7 +71,9 @@ def as_representation(rep: Representation | np.ndarray, *, name: str = "rep") ->
         return rep
     if isinstance(rep, np.ndarray) or hasattr(rep, "__array__") or isinstance(rep, list):
         return Representation(_as_array(rep), kind="features")
-    raise TypeError(f"{name} must be a Representation or a numpy array. Got {type(rep).__name__} instead.")
+    raise ParameterTypeError(
+        f"{name} must be a Representation or a numpy array. Got {type(rep).__name__} instead."
+    )
 
 
 def _as_array(values: object) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from datadiet._core.records import MAX_RECORD_BYTES, FieldError, list_of, read_json_file, text
+from datadiet.errors import ParameterError
 from datadiet.representations.base import Representation
 
 QUANTITIES: tuple[str, ...] = ("prob", "loss", "correct")
@@ -54,9 +55,9 @@ def read_run_ids(run_dir: str | Path, *, fix: str | None = None) -> list[str]:
     except FieldError as exc:
         problem = str(exc).rstrip(".")
         message = f"reference run ids file '{path}' must be a list of id strings: {problem}; {fix}."
-        raise ValueError(message) from None
+        raise ParameterError(message) from None
     if len(set(ids)) != len(ids):
-        raise ValueError(f"reference run ids file '{path}' holds duplicate ids; {fix}.")
+        raise ParameterError(f"reference run ids file '{path}' holds duplicate ids; {fix}.")
     return ids
 
 
@@ -68,12 +69,12 @@ def load_dynamics_file(path: Path, *, n_rows: int, fix: str, mmap: bool = False)
         values = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
+        raise ParameterError(
             f"dynamics file '{path}' is unreadable ({reason}): it was truncated or changed after the run "
             f"finished; {fix}."
         ) from None
     if values.ndim != 2 or values.shape[0] != n_rows or values.shape[1] < 1 or values.dtype.kind != "f":
-        raise ValueError(
+        raise ParameterError(
             f"dynamics file '{path}' holds {values.dtype} {values.shape}, expected floats of shape "
             f"(n_examples={n_rows}, epochs); {fix}."
         )
@@ -92,7 +93,7 @@ def read_dynamics(run_dir: str | Path, quantity: str, *, in_training: bool = Fal
         Read the values recorded during the training pass instead of the per-epoch evaluation pass.
     """
     if quantity not in QUANTITIES:
-        raise ValueError(f"Unknown dynamics quantity {quantity!r}. Available: {list(QUANTITIES)}.")
+        raise ParameterError(f"Unknown dynamics quantity {quantity!r}. Available: {list(QUANTITIES)}.")
     run_dir = Path(run_dir)
     path = run_dir / "dynamics" / (f"{quantity}_train_pass.npy" if in_training else f"{quantity}.npy")
     if not path.is_file():

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.representations.projection import (
     FactorizedProjector,
     ProjectionKind,
@@ -102,7 +103,7 @@ def find_target_layers(module: nn.Module, target: Target = "lora") -> list[tuple
         Names are relative to ``module``.
     """
     if not callable(target) and target not in TARGETS:
-        raise ValueError(
+        raise ParameterError(
             f"The 'target' parameter must be one of {list(TARGETS)} or a callable(name, module) -> bool. "
             f"Got {target!r} instead."
         )
@@ -110,7 +111,7 @@ def find_target_layers(module: nn.Module, target: Target = "lora") -> list[tuple
     layers = [(name, mod) for name, mod in linears if _matches(target, name, mod)]
     if not layers:
         names = [name for name, _ in linears[:6]] or [name for name, _ in list(module.named_modules())[1:7]]
-        raise ValueError(
+        raise ParameterError(
             f"target={target!r} matches no nn.Linear layer with trainable parameters in "
             f"{type(module).__name__} (its layers include {names}). Use 'lora' for a peft LoRA model, "
             "'classifier', 'linear', or a callable(name, module) -> bool."
@@ -154,7 +155,7 @@ def _projection_seed(seed: int | np.random.Generator) -> int:
     if isinstance(seed, np.random.Generator):
         return int(seed.integers(0, 2**63 - 1))
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(
+        raise ParameterError(
             f"The 'seed' parameter must be an int >= 0 or a numpy Generator. Got {seed!r} instead."
         )
     return int(seed)
@@ -162,7 +163,7 @@ def _projection_seed(seed: int | np.random.Generator) -> int:
 
 def _check_dim(dim: int | None) -> int | None:
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1):
-        raise ValueError(
+        raise ParameterError(
             f"The 'dim' parameter must be an int >= 1 or None (no projection). Got {dim!r} instead."
         )
     return None if dim is None else int(dim)
@@ -180,7 +181,7 @@ def _plan(
 ) -> list[_Layer]:
     """Validate the options and build each target layer's projector and Adam state."""
     if projection not in PROJECTIONS:
-        raise ValueError(
+        raise ParameterError(
             f"The 'projection' parameter must be one of {list(PROJECTIONS)}. Got {projection!r} instead."
         )
     dim, kind, seed = _check_dim(dim), _check_kind("per_sample_gradients", kind), _projection_seed(seed)
@@ -201,7 +202,7 @@ def _plan(
 def _attach_adam(layers: list[_Layer], adam_state: AdamState) -> None:
     """Look up ``(exp_avg, exp_avg_sq)`` of every target parameter, as float32 tensors of its shape."""
     if not isinstance(adam_state, Mapping):
-        raise TypeError(
+        raise ParameterTypeError(
             "adam_state must be a dict {parameter name: (exp_avg, exp_avg_sq)}; build it with "
             f"adam_state_from_optimizer(module, optimizer). Got {type(adam_state).__name__} instead."
         )
@@ -213,7 +214,7 @@ def _attach_adam(layers: list[_Layer], adam_state: AdamState) -> None:
     ]
     missing = [f"{layer.name}.{kind}" for layer, kind in wanted if f"{layer.name}.{kind}" not in adam_state]
     if missing:
-        raise ValueError(
+        raise ParameterError(
             f"adam_state has no entry for {len(missing)} target parameters (first: {missing[:3]}); keys "
             "must be parameter names relative to the module, as adam_state_from_optimizer builds them."
         )
@@ -222,7 +223,7 @@ def _attach_adam(layers: list[_Layer], adam_state: AdamState) -> None:
         pair = adam_state[f"{layer.name}.{kind}"]
         moments = tuple(torch.as_tensor(m, dtype=torch.float32, device=param.device) for m in pair)
         if len(moments) != 2 or any(m.numel() != param.numel() for m in moments):
-            raise ValueError(
+            raise ParameterError(
                 f"adam_state[{layer.name + '.' + kind!r}] must be (exp_avg, exp_avg_sq), each with "
                 f"{param.numel()} entries like the parameter of shape {tuple(param.shape)}."
             )
@@ -322,7 +323,7 @@ class _Capture:
         losses = loss_fn(module, batch)
         if not isinstance(losses, torch.Tensor) or losses.ndim != 1:
             shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
-            raise ValueError(
+            raise ParameterError(
                 f"loss_fn must return per-example losses of shape (B,). Got {shape} instead; "
                 "use reduction='none' and do not average over the batch."
             )
@@ -344,12 +345,12 @@ class _Capture:
 def _check_outputs(calls: list[tuple[str, torch.Tensor, torch.Tensor, int]]) -> None:
     for name, _, out, version in calls:
         if not out.requires_grad:
-            raise ValueError(
+            raise ParameterError(
                 f"The output of layer {name!r} does not require grad (its parameters and inputs are "
                 "frozen, or the forward ran under torch.no_grad); unfreeze it or choose another target."
             )
         if out._version != version:
-            raise ValueError(
+            raise ParameterError(
                 f"The output of layer {name!r} was modified in place after the layer ran, so its gradient "
                 "cannot be read; use per_sample_gradients_loop for this model."
             )
@@ -358,7 +359,7 @@ def _check_outputs(calls: list[tuple[str, torch.Tensor, torch.Tensor, int]]) -> 
 def _per_example(x: torch.Tensor, n: int) -> torch.Tensor:
     """(n * m, ..., F) -> (n, m * ..., F) float32: the rows of example b are its tokens (example-major)."""
     if x.ndim < 2 or x.shape[0] % n:
-        raise ValueError(
+        raise ParameterError(
             f"A target layer saw activations of shape {tuple(x.shape)} for a batch of {n} losses; the "
             "leading dimension must be the batch (or a multiple of it, example-major)."
         )
@@ -502,7 +503,7 @@ def _examples(batches: Iterable[Batch]) -> Iterator[dict]:
     for batch in batches:
         tensors = [value for value in batch.values() if isinstance(value, torch.Tensor) and value.ndim]
         if not tensors:
-            raise ValueError(
+            raise ParameterError(
                 "A batch holds no tensors; per_sample_gradients_loop needs tensors of shape (B, ...)."
             )
         n = tensors[0].shape[0]
@@ -519,7 +520,7 @@ def _layer_params(layers: list[_Layer]) -> list[torch.Tensor]:
     params = [p for layer in layers for p in (layer.module.weight, layer.module.bias) if p is not None]
     frozen = [layer.name for layer in layers if not all(p.requires_grad for p in layer.module.parameters())]
     if frozen:
-        raise ValueError(
+        raise ParameterError(
             f"per_sample_gradients_loop differentiates parameters, but layers {frozen[:3]} have frozen "
             "ones; unfreeze them or use per_sample_gradients."
         )

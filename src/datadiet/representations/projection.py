@@ -63,6 +63,8 @@ from typing import Literal
 
 import torch
 
+from datadiet.errors import ParameterError
+
 ProjectionKind = Literal["rademacher", "normal", "sparse", "very_sparse"]
 KINDS: tuple[str, ...] = ("rademacher", "normal", "sparse", "very_sparse")
 BLOCK_ROWS = 1024
@@ -222,13 +224,15 @@ def signed_injection(n: int, k: int, *, seed: int) -> torch.Tensor:
 
 def _check_int(owner: str, name: str, value: object, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"The '{name}' parameter of {owner} must be an int >= {low}. Got {value!r} instead.")
+        raise ParameterError(
+            f"The '{name}' parameter of {owner} must be an int >= {low}. Got {value!r} instead."
+        )
     return int(value)
 
 
 def _check_kind(owner: str, kind: object) -> str:
     if kind not in KINDS:
-        raise ValueError(
+        raise ParameterError(
             f"The 'kind' parameter of {owner} must be one of {list(KINDS)}. Got {kind!r} instead."
         )
     return str(kind)
@@ -358,7 +362,9 @@ class Projector:
         Tensor of shape (B, out_dim), float32
         """
         if x.ndim != 2 or x.shape[1] != self.in_dim:
-            raise ValueError(f"Projector expects inputs of shape (B, {self.in_dim}). Got {tuple(x.shape)}.")
+            raise ParameterError(
+                f"Projector expects inputs of shape (B, {self.in_dim}). Got {tuple(x.shape)}."
+            )
         x = x.float()
         groups = [self._project_rows(x[start : start + ROW_GROUP]) for start in range(0, len(x), ROW_GROUP)]
         return torch.cat(groups) if groups else x.new_zeros(0, self.out_dim)
@@ -585,7 +591,7 @@ class FactorizedProjector:
         Tensor of shape (B, dim), float32
         """
         if self.bias and bias_grad is None:
-            raise ValueError(
+            raise ParameterError(
                 f"Layer {self.name!r} has a bias: pass bias_grad of shape (B, {self.out_features})."
             )
         grad = grad.float()

@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
+from datadiet.errors import ParameterError
 
 
 def float_dtype(x: np.ndarray) -> type:
@@ -122,7 +123,7 @@ def check_magnitudes(x: np.ndarray, *, name: str) -> None:
         n_bad += len(rows)
         bad.extend((start + rows[: 5 - len(bad)]).tolist() if len(bad) < 5 else [])
     if n_bad:
-        raise ValueError(
+        raise ParameterError(
             f"{name} has {n_bad} rows (first: {bad}) whose values are all subnormal (below {tiny:.3g}, the "
             f"smallest normal {x.dtype}), so they carry too few significant bits to compare reliably. "
             "Rescale the representation where it is made (selection does not depend on its scale) or "
@@ -232,7 +233,7 @@ def as_float64_scores(mantissa: np.ndarray, exponent: np.ndarray, *, what: str) 
         shifted = np.ldexp(mantissa, exponent - top)
     lost = np.flatnonzero(nonzero & (np.abs(shifted) < np.finfo(np.float64).tiny))
     if len(lost):
-        raise ValueError(
+        raise ParameterError(
             f"{what}: {len(lost)} rows (first: {lost[:5].tolist()}) are more than 2**1022 times smaller "
             f"than the largest (about 2**{top}), which float64 cannot hold together: they would rank as ties "
             "at 0. Drop those examples, or set their inputs to 0 to rank them last on purpose."
@@ -272,7 +273,7 @@ def check_checkpoint_magnitudes(x: np.ndarray, *, name: str) -> None:
         room = max(0, 5 - len(bad))
         bad.extend(zip((start + rows[:room]).tolist(), checkpoints[:room].tolist(), strict=True))
     if n_bad:
-        raise ValueError(
+        raise ParameterError(
             f"{name} has {n_bad} examples with a checkpoint whose values are all subnormal (first (example, "
             f"checkpoint): {bad[:5]}; below {tiny:.3g}, the smallest normal {x.dtype}), so its direction "
             "carries too few significant bits to compare reliably. Rescale the gradients where they are made "

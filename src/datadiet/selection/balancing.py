@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from datadiet._core.chunks import take_rows
+from datadiet.errors import ParameterError
 from datadiet.selection.base import BaseSelector, Delegating, ScoreSelector
 
 BALANCE_MODES: tuple[str, ...] = ("none", "stratified")
@@ -31,7 +32,7 @@ def stratified_budgets(labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     classes, counts = np.unique(labels, return_counts=True)
     n = int(counts.sum())
     if not 0 <= k <= n:
-        raise ValueError(f"budget={k} should be in [0, n_examples={n}].")
+        raise ParameterError(f"budget={k} should be in [0, n_examples={n}].")
     base = (k * counts) // n
     remainders = (k * counts) % n
     order = np.lexsort((np.arange(len(classes)), -counts, -remainders))

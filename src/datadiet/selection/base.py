@@ -32,6 +32,7 @@ from datadiet._core.records import (
     optional,
     text,
 )
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.representations.base import Representation, as_representation
 
 Budget = int | float
@@ -115,7 +116,7 @@ def _checked_arrays(
     weights = None if data.get("weights") is None else np.asarray(data["weights"], dtype=np.float64)
     problem = _inconsistency(indices, scores, weights, budget=data.get("budget"), n=n)
     if problem is not None:
-        raise ValueError(f"{where}: {problem}. Fix: {fix}.")
+        raise ParameterError(f"{where}: {problem}. Fix: {fix}.")
     return indices, scores, weights
 
 
@@ -178,21 +179,21 @@ def resolve_budget(budget: Budget, n: int) -> int:
     (180, 12)
     """
     if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
-        raise TypeError(
+        raise ParameterTypeError(
             "The 'budget' parameter must be an int count or a float fraction in (0, 1]. "
             f"Got {budget!r} instead."
         )
     if isinstance(budget, numbers.Integral):
         if not 1 <= budget <= n:
-            raise ValueError(f"budget={budget} should be in [1, n_examples={n}].")
+            raise ParameterError(f"budget={budget} should be in [1, n_examples={n}].")
         return int(budget)
     if not (math.isfinite(budget) and 0 < budget <= 1):
-        raise ValueError(
+        raise ParameterError(
             f"A float budget is a fraction in (0, 1]. Got {budget} instead; pass an int for a count."
         )
     k = math.floor(round(budget * n, 9))
     if k < 1:
-        raise ValueError(f"budget={budget} of n_examples={n} floors to 0 examples; use a larger budget.")
+        raise ParameterError(f"budget={budget} of n_examples={n} floors to 0 examples; use a larger budget.")
     return k
 
 
@@ -210,9 +211,9 @@ def top_k(scores: np.ndarray, k: int, *, rng: np.random.Generator | None = None)
     return np.sort(order[:k])
 
 
-def param_error(owner: str, name: str, constraint: str, value: object) -> ValueError:
+def param_error(owner: str, name: str, constraint: str, value: object) -> ParameterError:
     """The one wording used for every parameter error."""
-    return ValueError(f"The '{name}' parameter of {owner} must be {constraint}. Got {value!r} instead.")
+    return ParameterError(f"The '{name}' parameter of {owner} must be {constraint}. Got {value!r} instead.")
 
 
 @runtime_checkable
@@ -263,7 +264,7 @@ class BaseSelector(ABC):
         rep = as_representation(rep, name=name)
         values = as_finite_array(rep.values, name=f"{name}.values")
         if values.ndim not in self.input_ndim:
-            raise ValueError(
+            raise ParameterError(
                 f"'{self.name}' reads {self.reads}; got a {rep.kind} representation of shape {values.shape}. "
                 f"{_reshape_hint(values.ndim, self.input_ndim)}"
             )
@@ -272,13 +273,13 @@ class BaseSelector(ABC):
     def check_val(self, val: Representation | np.ndarray | None, values: np.ndarray) -> np.ndarray | None:
         if val is None:
             if self.needs_val:
-                raise ValueError(
+                raise ParameterError(
                     f"'{self.name}' needs a validation representation: pass val= (--val-features)."
                 )
             return None
         val_values = self.check_values(val, name="val")
         if val_values.shape[1:] != values.shape[1:]:
-            raise ValueError(
+            raise ParameterError(
                 f"val has per-example shape {val_values.shape[1:]} but rep has {values.shape[1:]}; "
                 "both must come from the same extractor."
             )
@@ -292,7 +293,7 @@ class BaseSelector(ABC):
         if labels is not None:
             labels = check_labels(labels, len(values))
         elif self.needs_labels:
-            raise ValueError(f"'{self.name}' needs labels: pass labels= (--labels L.npy).")
+            raise ParameterError(f"'{self.name}' needs labels: pass labels= (--labels L.npy).")
         val_values = self.check_val(val, values)
         self.validate_params(len(values))
         return values, labels, val_values

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
+from datadiet.errors import ParameterError
 from datadiet.selection._numerics import row_exponents
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.registry import SELECTORS
@@ -54,7 +55,7 @@ def check_probability_range(values: np.ndarray, *, who: str) -> None:
     for _, block in iter_row_chunks(values, chunk_rows_for(values)):
         low, high = min(low, float(block.min())), max(high, float(block.max()))
     if low < 0 or high > 1:
-        raise ValueError(
+        raise ParameterError(
             f"'{who}' reads probabilities in [0, 1]; got values in [{low:.4g}, {high:.4g}]. "
             "Pass softmax probabilities, not logits or losses (for a loss trajectory pass exp(-loss))."
         )
@@ -63,7 +64,7 @@ def check_probability_range(values: np.ndarray, *, who: str) -> None:
 def _check_trajectory(p: np.ndarray, who: str) -> np.ndarray:
     p = p if isinstance(p, np.ndarray) else np.asarray(p, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] == 0:
-        raise ValueError(f"'{who}' reads {TRAJECTORY}. Got shape {p.shape} instead.")
+        raise ParameterError(f"'{who}' reads {TRAJECTORY}. Got shape {p.shape} instead.")
     check_probability_range(p, who=who)
     return p
 

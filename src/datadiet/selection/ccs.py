@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
+from datadiet.errors import ParameterError
 from datadiet.selection._numerics import scale_exponent
 from datadiet.selection.base import BaseSelector, param_error
 from datadiet.selection.registry import SELECTORS
@@ -65,9 +66,9 @@ def stratified_allocation(sizes: np.ndarray, budget: int) -> np.ndarray:
     """
     sizes = np.asarray(sizes)
     if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or (sizes < 0).any():
-        raise ValueError(f"sizes must be a 1-D array of ints >= 0. Got {sizes!r} instead.")
+        raise ParameterError(f"sizes must be a 1-D array of ints >= 0. Got {sizes!r} instead.")
     if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or not 0 <= budget <= sizes.sum():
-        raise ValueError(f"budget={budget!r} should be an int in [0, sum(sizes)={int(sizes.sum())}].")
+        raise ParameterError(f"budget={budget!r} should be an int in [0, sum(sizes)={int(sizes.sum())}].")
     return _allocate(sizes, int(budget))
 
 
@@ -201,7 +202,7 @@ class CCS(BaseSelector):
         n, cut = len(scores), self.n_dropped(len(scores))
         if k > n - cut:
             max_beta = math.floor((n - k) / n * 1e4) / 1e4
-            raise ValueError(
+            raise ParameterError(
                 f"budget k={k} is more than the {n - cut} examples left after beta={self.beta} drops "
                 f"floor(beta*N)={cut} of N={n}; use a lower beta (beta <= {max_beta}) or a smaller budget."
             )

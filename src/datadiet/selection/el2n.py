@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.selection._numerics import row_norms
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.cartography import check_probability_range
@@ -48,7 +49,7 @@ def el2n_scores(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """
     probs = probs if isinstance(probs, np.ndarray) else np.asarray(probs, dtype=np.float64)
     if probs.ndim not in (2, 3) or 0 in probs.shape:
-        raise ValueError(f"'el2n_scores' reads {PROBABILITIES}. Got shape {probs.shape} instead.")
+        raise ParameterError(f"'el2n_scores' reads {PROBABILITIES}. Got shape {probs.shape} instead.")
     check_probability_range(probs, who="el2n_scores")
     return _el2n(probs, _check_class_labels(labels, len(probs), probs.shape[-1], "el2n_scores"))
 
@@ -56,15 +57,17 @@ def el2n_scores(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def _check_class_labels(labels: np.ndarray, n: int, n_classes: int, who: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != (n,):
-        raise ValueError(f"labels must have shape (n_examples,) = ({n},). Got shape {labels.shape} instead.")
+        raise ParameterError(
+            f"labels must have shape (n_examples,) = ({n},). Got shape {labels.shape} instead."
+        )
     if labels.dtype.kind not in "iu":
-        raise TypeError(
+        raise ParameterTypeError(
             f"'{who}' needs integer class labels in [0, K={n_classes}) that index the probability columns. "
             f"Got dtype {labels.dtype} instead; map the classes to 0..K-1 first."
         )
     bad = (labels < 0) | (labels >= n_classes)
     if bad.any():
-        raise ValueError(
+        raise ParameterError(
             f"'{who}' needs labels in [0, K={n_classes}) (K = number of probability columns). "
             f"Got {labels[bad][:5].tolist()} at rows {np.flatnonzero(bad)[:5].tolist()}."
         )

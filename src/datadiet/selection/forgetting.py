@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
+from datadiet.errors import ParameterError
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.registry import SELECTORS
 
@@ -59,7 +60,7 @@ def _check_correctness(correct: np.ndarray, who: str) -> np.ndarray:
     """``correct`` as an array (a memmap is kept), refusing other shapes and values other than 0/1."""
     correct = correct if isinstance(correct, np.ndarray) else np.asarray(correct)
     if correct.ndim not in (2, 3) or 0 in correct.shape:
-        raise ValueError(f"'{who}' reads {CORRECTNESS}. Got shape {correct.shape} instead.")
+        raise ParameterError(f"'{who}' reads {CORRECTNESS}. Got shape {correct.shape} instead.")
     bad: np.ndarray | None = None
     for _, block in iter_row_chunks(correct, chunk_rows_for(correct, 8)):  # isin's temporaries are 8-byte
         other = ~np.isin(block, (0, 1))
@@ -67,7 +68,7 @@ def _check_correctness(correct: np.ndarray, who: str) -> np.ndarray:
             found = np.unique(block[other])
             bad = found[:5] if bad is None else np.unique(np.concatenate([bad, found]))[:5]
     if bad is not None:
-        raise ValueError(
+        raise ParameterError(
             f"'{who}' reads 0/1 correctness; got other values (e.g. {bad.tolist()}). "
             "Pass (prediction == label) per epoch, not probabilities or losses."
         )

@@ -115,6 +115,7 @@ from threadpoolctl import threadpool_limits
 
 from datadiet._core.checks import as_finite_array, check_rng
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks, release_pages, take_rows
+from datadiet.errors import MissingDependencyError, ParameterError, ParameterTypeError
 from datadiet.selection._numerics import (
     checked_scale,
     float_dtype,
@@ -205,7 +206,7 @@ def check_n_clusters(owner: str, n_clusters: object) -> None:
     if n_clusters is None:
         return
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral):
-        raise TypeError(str(param_error(owner, "n_clusters", constraint, n_clusters)))
+        raise ParameterTypeError(str(param_error(owner, "n_clusters", constraint, n_clusters)))
     if n_clusters < 1:
         raise param_error(owner, "n_clusters", constraint, n_clusters)
 
@@ -295,7 +296,7 @@ def kmeans(
     """
     x = as_finite_array(x, name=name, ndim=(2,))
     if x.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one feature column. Got shape {x.shape} instead.")
+        raise ParameterError(f"{name} must have at least one feature column. Got shape {x.shape} instead.")
     _check_params(n_clusters, metric, n_init, max_iter, tol, engine, max_points_per_centroid)
     engine = _resolve_engine(engine)
     rng = check_rng(rng)
@@ -365,7 +366,7 @@ def assign(
     check_choice("assign", "metric", metric, METRICS)
     centroids = as_finite_array(centroids, name="centroids", ndim=(2,))
     if centroids.shape[1] != x.shape[1]:
-        raise ValueError(f"centroids have d={centroids.shape[1]} features but {name} has d={x.shape[1]}.")
+        raise ParameterError(f"centroids have d={centroids.shape[1]} features but {name} has d={x.shape[1]}.")
     dtype = float_dtype(x)
     if metric == "cosine":
         _checked_unit(x, name)
@@ -395,7 +396,9 @@ def _resolve_engine(engine: str) -> str:
     if engine == "auto":
         return "sklearn" if faiss is None else "faiss"
     if engine == "faiss" and faiss is None:
-        raise ImportError("kmeans(engine='faiss') needs faiss: pip install 'datadiet[fast]' (faiss-cpu).")
+        raise MissingDependencyError(
+            "kmeans(engine='faiss') needs faiss: pip install 'datadiet[fast]' (faiss-cpu)."
+        )
     return engine
 
 

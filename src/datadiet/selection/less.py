@@ -46,6 +46,7 @@ import numpy as np
 from datadiet._core.checks import as_finite_array
 from datadiet._core.chunks import iter_row_chunks, release_pages
 from datadiet.distributed.engine import current_engine, row_chunks
+from datadiet.errors import ParameterError
 from datadiet.selection._numerics import (
     as_float64_scores,
     check_checkpoint_magnitudes,
@@ -125,12 +126,12 @@ def _check_adam_args(
         raise param_error("adam_precondition", "eps", "a float in the range (0, inf)", eps)
     for name, state in (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
         if grads.ndim == 0 or state.shape != grads.shape[-1:]:
-            raise ValueError(
+            raise ParameterError(
                 f"{name} has shape {state.shape} but grads has shape {grads.shape}; the optimizer state "
                 "must be the flat (P,) vector of the same parameters, in the same order."
             )
     if (exp_avg_sq < 0).any():
-        raise ValueError("exp_avg_sq has negative entries; Adam's second moment is >= 0.")
+        raise ParameterError("exp_avg_sq has negative entries; Adam's second moment is >= 0.")
 
 
 def check_val_groups(val_groups: Sequence[Hashable] | np.ndarray | None, *, owner: str) -> list | None:
@@ -154,7 +155,7 @@ def group_codes(ids: list | None, n_val: int) -> tuple[np.ndarray, int]:
     if ids is None:
         return np.zeros(n_val, dtype=np.intp), 1
     if len(ids) != n_val:
-        raise ValueError(
+        raise ParameterError(
             f"val_groups has {len(ids)} group ids but val has n_val={n_val} rows; "
             "give one id per validation row."
         )
@@ -222,9 +223,11 @@ def _check_train_val(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np
     arrays = [as_finite_array(a, name=name) for a, name in ((train, "train"), (val, "val"))]
     for name, array in zip(("train", "val"), arrays, strict=True):
         if array.ndim not in (2, 3) or 0 in array.shape:
-            raise ValueError(f"'less_scores' reads {GRADIENTS} for {name}. Got shape {array.shape} instead.")
+            raise ParameterError(
+                f"'less_scores' reads {GRADIENTS} for {name}. Got shape {array.shape} instead."
+            )
     if arrays[0].shape[1:] != arrays[1].shape[1:]:
-        raise ValueError(
+        raise ParameterError(
             f"val has per-example shape {arrays[1].shape[1:]} but train has {arrays[0].shape[1:]}; "
             "both must come from the same extractor."
         )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from datadiet.errors import ParameterError
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.kmeans import check_choice, check_n_clusters, kmeans
 from datadiet.selection.registry import SELECTORS
@@ -77,7 +78,7 @@ def prototype_distances(
     with np.errstate(over="ignore"):
         distances = result.scaled_distances.astype(np.float64) / result.scale
     if not np.isfinite(distances).all():
-        raise ValueError(
+        raise ParameterError(
             f"{name} has distances to its centroids beyond the float64 range (its largest values are "
             "near 1.8e308). Rescale the representation where it is made (the selection does not depend "
             "on its scale)."

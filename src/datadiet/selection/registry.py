@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from datadiet._core.checks import did_you_mean
+from datadiet.errors import ParameterError
 
 T = TypeVar("T")
 
@@ -30,7 +31,7 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def decorator(cls: type[T]) -> type[T]:
             if name in self._entries:
-                raise ValueError(f"A {self.what} named {name!r} is already registered.")
+                raise ParameterError(f"A {self.what} named {name!r} is already registered.")
             cls.name = name  # type: ignore[attr-defined]
             self._entries[name] = cls
             return cls
@@ -46,7 +47,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> type[T]:
         if name not in self._entries:
             hint = did_you_mean(name, self.names())
-            raise ValueError(f"Unknown {self.what} {name!r}.{hint} Available: {self.names()}.")
+            raise ParameterError(f"Unknown {self.what} {name!r}.{hint} Available: {self.names()}.")
         return self._entries[name]
 
     def parameters(self, name: str) -> dict[str, Any]:
@@ -60,7 +61,7 @@ class Registry(Generic[T]):
         unknown = sorted(set(params) - set(valid))
         if unknown:
             hint = did_you_mean(unknown[0], valid)
-            raise ValueError(
+            raise ParameterError(
                 f"Unknown parameter(s) {unknown} for {self.what} {name!r}.{hint} "
                 f"Valid: {sorted(valid) or 'none'}."
             )

@@ -31,6 +31,7 @@ import numbers
 
 import numpy as np
 
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.selection.base import BaseSelector
 from datadiet.selection.kmeans import check_n_clusters, kmeans
 from datadiet.selection.registry import SELECTORS
@@ -125,12 +126,12 @@ def balanced_sample(members: list[np.ndarray], takes: np.ndarray, *, rng: np.ran
 def _check_allocation(sizes: object, budget: object) -> tuple[np.ndarray, int]:
     array = np.asarray(sizes)
     if array.ndim != 1 or len(array) == 0 or array.dtype.kind not in "iu" or (array < 0).any():
-        raise ValueError(f"sizes must be a non-empty 1-D array of ints >= 0. Got {sizes!r} instead.")
+        raise ParameterError(f"sizes must be a non-empty 1-D array of ints >= 0. Got {sizes!r} instead.")
     if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
-        raise TypeError(f"budget must be an int. Got {budget!r} instead.")
+        raise ParameterTypeError(f"budget must be an int. Got {budget!r} instead.")
     total = int(array.sum())
     if not 0 <= budget <= total:
-        raise ValueError(f"budget={budget} should be in [0, sum(sizes)={total}].")
+        raise ParameterError(f"budget={budget} should be in [0, sum(sizes)={total}].")
     return array.astype(np.int64), int(budget)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from datadiet._core.checks import as_finite_array
 from datadiet._core.chunks import release_pages
 from datadiet.distributed.engine import current_engine, row_chunks
+from datadiet.errors import ParameterError
 from datadiet.selection._numerics import as_float64_scores, check_magnitudes, weighted_square_norms
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.registry import SELECTORS
@@ -134,7 +135,7 @@ def self_influence_scores(
     """
     grads = as_finite_array(grads, name="grads")
     if grads.ndim not in (2, 3) or 0 in grads.shape:
-        raise ValueError(f"'self_influence_scores' reads {GRADIENTS}. Got shape {grads.shape} instead.")
+        raise ParameterError(f"'self_influence_scores' reads {GRADIENTS}. Got shape {grads.shape} instead.")
     owner = "self_influence_scores"
     grads = as_checkpoints(grads)
     weights = checkpoint_weights(check_lr_weights(lr_weights, owner=owner), grads.shape[1], owner=owner)

@@ -44,6 +44,7 @@ import numpy as np
 from datadiet._core.checks import as_finite_array, check_rng
 from datadiet._core.chunks import take_rows
 from datadiet.distributed.engine import current_engine
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.selection.base import ScoreSelector, param_error
 from datadiet.selection.kmeans import check_choice, check_n_clusters, kmeans, normalize_rows
 from datadiet.selection.registry import SELECTORS
@@ -91,7 +92,7 @@ def _check_cluster(x_normalised: object, order: object, block_size: object) -> t
     x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
     order = np.asarray(order)
     if x.ndim != 2 or order.shape != (len(x),) or not np.array_equal(np.sort(order), np.arange(len(x))):
-        raise ValueError(
+        raise ParameterError(
             f"order must be a permutation of range(n_members) for a 2-D x_normalised; got x_normalised of "
             f"shape {x.shape} and order of shape {order.shape}."
         )
@@ -222,7 +223,7 @@ def semdedup_eps(max_similarity: np.ndarray, eps: float) -> np.ndarray:
     scores = as_finite_array(max_similarity, name="max_similarity", ndim=(1,))
     error = param_error("semdedup_eps", "eps", "a float in the range (0, 1]", eps)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise TypeError(str(error))
+        raise ParameterTypeError(str(error))
     if not 0 < eps <= 1:
         raise error
     return np.flatnonzero(scores <= 1 - eps)

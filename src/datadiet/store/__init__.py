@@ -43,6 +43,7 @@ import numpy as np
 
 from datadiet._core.faults import fault_point
 from datadiet._core.files import atomic_write_bytes, atomic_write_json
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.representations.base import Representation
 from datadiet.store._io import (
     DISK_FULL,
@@ -121,7 +122,7 @@ def make_key(**provenance: Any) -> str:
     32
     """
     if not provenance:
-        raise ValueError("make_key needs at least one provenance field, e.g. make_key(dataset=...).")
+        raise ParameterError("make_key needs at least one provenance field, e.g. make_key(dataset=...).")
     return fingerprint(provenance)
 
 
@@ -241,7 +242,7 @@ class RepresentationStore:
         self, key: str, rep: Representation, provenance: Mapping[str, Any], rebuild: str, overwrite: bool
     ) -> Representation:
         if not isinstance(rep, Representation):
-            raise TypeError(f"rep must be a Representation. Got {type(rep).__name__} instead.")
+            raise ParameterTypeError(f"rep must be a Representation. Got {type(rep).__name__} instead.")
         manifest = self.path(key) / MANIFEST
         if manifest.is_file():
             if not overwrite:
@@ -398,7 +399,9 @@ class StoreWriter:
         first, last = self._chunk_range(start, array)
         dtype = values.dtype
         if not np.can_cast(array.dtype, dtype, casting="same_kind"):
-            raise TypeError(f"Cannot store {array.dtype} rows in entry '{self.key}' of dtype {dtype}.")
+            raise ParameterTypeError(
+                f"Cannot store {array.dtype} rows in entry '{self.key}' of dtype {dtype}."
+            )
         stop = start + array.shape[0]
         with self._room(f"writing rows {start}:{stop}", "the chunks already written are kept"):
             values[start:stop] = array  # its blocks are reserved: a full disk cannot SIGBUS here
@@ -409,13 +412,13 @@ class StoreWriter:
     def _chunk_range(self, start: int, array: np.ndarray) -> tuple[int, int]:
         shape, rows = tuple(self.spec["shape"]), self.chunk_rows
         if array.ndim != len(shape) or array.shape[1:] != shape[1:]:
-            raise ValueError(
+            raise ParameterError(
                 f"Rows for entry '{self.key}' must have shape (n, *{shape[1:]}). Got {array.shape}."
             )
         stop = start + array.shape[0]
         aligned = start % rows == 0 and (stop % rows == 0 or stop == shape[0])
         if not (0 <= start < stop <= shape[0] and aligned):
-            raise ValueError(
+            raise ParameterError(
                 f"write(start={start}) with {array.shape[0]} rows does not cover whole chunks of "
                 f"chunk_rows={rows} within n_examples={shape[0]}. Write the ranges given by pending()."
             )

@@ -34,6 +34,7 @@ from datadiet._core.records import (
     mapping,
     text,
 )
+from datadiet.errors import ParameterError, ParameterTypeError, StoreError
 from datadiet.representations.base import KINDS, Representation
 
 FORMAT = "datadiet.store/1"
@@ -51,10 +52,6 @@ _UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 _ZEROS_BYTES = 8 * 2**20
 
 
-class StoreError(RuntimeError):
-    """A store entry is corrupt, incomplete, mismatched or locked; the message says how to fix it."""
-
-
 class PartialEntryRestartedWarning(UserWarning):
     """A partial entry's resume files (writer.json, progress.npy, the .partial files) were damaged, so
     the write of that entry started over."""
@@ -63,7 +60,7 @@ class PartialEntryRestartedWarning(UserWarning):
 def check_key(key: object) -> str:
     """Return ``key`` if it is a lowercase hex digest (so it can never name a path outside the root)."""
     if not isinstance(key, str) or KEY_PATTERN.fullmatch(key) is None:
-        raise ValueError(
+        raise ParameterError(
             f"Store keys must be 16-64 lowercase hex characters (0-9, a-f). Got {key!r} instead. "
             "Build keys with datadiet.store.make_key(**provenance)."
         )
@@ -72,7 +69,7 @@ def check_key(key: object) -> str:
 
 def check_verify(verify: object) -> str:
     if verify not in VERIFY_MODES:
-        raise ValueError(
+        raise ParameterError(
             f"The 'verify' parameter must be one of {list(VERIFY_MODES)}. Got {verify!r} instead."
         )
     return str(verify)
@@ -107,7 +104,7 @@ def canonical(value: Any, where: str = "provenance") -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return {"__dataclass__": type(value).__qualname__, **_canonical_mapping(fields, where)}
-    raise TypeError(
+    raise ParameterTypeError(
         f"{where} has type {type(value).__name__}, which has no stable fingerprint. Pass JSON-like values "
         "(str, int, float, bool, None, list, dict), numpy arrays or dataclasses; for a model, tokenizer "
         "or function pass its name or path plus a fingerprint of its weights."
@@ -117,13 +114,15 @@ def canonical(value: Any, where: str = "provenance") -> Any:
 def _canonical_mapping(value: Mapping, where: str) -> dict[str, Any]:
     bad = [key for key in value if not isinstance(key, str)]
     if bad:
-        raise TypeError(f"{where} has non-string keys {bad[:3]}; provenance keys must be strings.")
+        raise ParameterTypeError(f"{where} has non-string keys {bad[:3]}; provenance keys must be strings.")
     return {key: canonical(value[key], f"{where}.{key}") for key in sorted(value)}
 
 
 def _canonical_array(value: np.ndarray, where: str) -> dict[str, Any]:
     if value.dtype.hasobject:
-        raise TypeError(f"{where} is an object array, which has no stable fingerprint; use a numeric array.")
+        raise ParameterTypeError(
+            f"{where} is an object array, which has no stable fingerprint; use a numeric array."
+        )
     data = np.ascontiguousarray(value)
     digest = hashlib.sha256(data.tobytes()).hexdigest()
     return {"__ndarray__": {"dtype": data.dtype.str, "shape": list(data.shape), "sha256": digest}}
@@ -172,14 +171,14 @@ def normalize_ids(ids: object, n_rows: int) -> np.ndarray:
         elif all(isinstance(item, numbers.Integral) and not isinstance(item, bool) for item in items):
             array = np.array(items, dtype=np.int64)
     if array.dtype.kind not in "iuUS":
-        raise TypeError(
+        raise ParameterTypeError(
             f"ids must be integers or strings. Got dtype {array.dtype} instead; convert them with "
             "np.asarray(ids, dtype=str)."
         )
     if array.shape != (n_rows,):
-        raise ValueError(f"ids has shape {array.shape} but the values have n_examples={n_rows}.")
+        raise ParameterError(f"ids has shape {array.shape} but the values have n_examples={n_rows}.")
     if len(np.unique(array)) != n_rows:
-        raise ValueError("ids must be unique; found duplicates. Give every example its own id.")
+        raise ParameterError("ids must be unique; found duplicates. Give every example its own id.")
     return np.ascontiguousarray(array)
 
 
@@ -187,7 +186,7 @@ def check_dtype(dtype: object) -> np.dtype:
     """A numeric numpy dtype (bool, int, float or complex); structured and object dtypes raise."""
     resolved = np.dtype(dtype)  # type: ignore[call-overload]
     if resolved.kind not in "biufc" or resolved.fields is not None:
-        raise TypeError(f"Stored values must have a numeric dtype. Got {resolved} instead.")
+        raise ParameterTypeError(f"Stored values must have a numeric dtype. Got {resolved} instead.")
     return resolved
 
 
@@ -196,15 +195,15 @@ def check_shape(shape: object) -> tuple[int, ...]:
     try:
         dims = tuple(operator_index(dim) for dim in shape)  # type: ignore[union-attr]
     except TypeError as exc:
-        raise TypeError(f"shape must be a tuple of ints. Got {shape!r} instead.") from exc
+        raise ParameterTypeError(f"shape must be a tuple of ints. Got {shape!r} instead.") from exc
     if not 1 <= len(dims) <= 3 or min(dims) < 1:
-        raise ValueError(f"shape must have 1 to 3 dimensions, each >= 1. Got {dims} instead.")
+        raise ParameterError(f"shape must have 1 to 3 dimensions, each >= 1. Got {dims} instead.")
     return dims
 
 
 def operator_index(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{value!r} is not an int")
+        raise ParameterTypeError(f"{value!r} is not an int")
     return int(value)
 
 
@@ -479,11 +478,13 @@ def write_spec(
     shape = check_shape(shape)
     ids = normalize_ids(ids, shape[0])
     if kind not in KINDS:
-        raise ValueError(f"Unknown representation kind {kind!r}. Available: {list(KINDS)}.")
+        raise ParameterError(f"Unknown representation kind {kind!r}. Available: {list(KINDS)}.")
     if not isinstance(provenance, Mapping):
-        raise TypeError(f"provenance must be a dict. Got {type(provenance).__name__} instead.")
+        raise ParameterTypeError(f"provenance must be a dict. Got {type(provenance).__name__} instead.")
     if not isinstance(rebuild, str):
-        raise TypeError(f"rebuild must be a str (a shell command). Got {type(rebuild).__name__} instead.")
+        raise ParameterTypeError(
+            f"rebuild must be a str (a shell command). Got {type(rebuild).__name__} instead."
+        )
     if chunk_rows is not None:
         error = ValueError if isinstance(chunk_rows, int) and not isinstance(chunk_rows, bool) else TypeError
         if error is TypeError or chunk_rows < 1:
@@ -610,10 +611,10 @@ def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int, int]:
     with open(path, "rb") as handle:
         version = np.lib.format.read_magic(handle)
         if version not in readers:
-            raise ValueError(f"unsupported .npy format version {version}")
+            raise ParameterError(f"unsupported .npy format version {version}")
         shape, fortran_order, dtype = readers[version](handle)
         if fortran_order:
-            raise ValueError("Fortran-ordered data")
+            raise ParameterError("Fortran-ordered data")
         return shape, dtype, handle.tell(), os.fstat(handle.fileno()).st_size
 
 

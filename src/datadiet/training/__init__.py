@@ -59,6 +59,7 @@ from datadiet._core.records import (
     text,
 )
 from datadiet.data.dataset import Dataset
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.models.base import ReferenceModel, check_number, inference_mode, seeded_torch, text_lengths
 from datadiet.representations.dynamics import load_dynamics_file, read_run_ids, run_fix
 from datadiet.store._io import FileLock
@@ -109,13 +110,13 @@ class TrainConfig:
         check_number("TrainConfig", "seed", self.seed, integer=True, low=0)
         if not isinstance(self.record_in_training, bool):
             message = f"must be a bool. Got {self.record_in_training!r} instead."
-            raise TypeError(f"The 'record_in_training' parameter of TrainConfig {message}")
+            raise ParameterTypeError(f"The 'record_in_training' parameter of TrainConfig {message}")
         if self.checkpoint_epochs is not None:
             object.__setattr__(self, "checkpoint_epochs", self._checked_epochs(self.checkpoint_epochs))
 
     def _checked_epochs(self, epochs: Sequence[int]) -> tuple[int, ...]:
         if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Sequence):
-            raise TypeError(
+            raise ParameterTypeError(
                 "The 'checkpoint_epochs' parameter of TrainConfig must be None or a sequence of ints. "
                 f"Got {epochs!r} instead."
             )
@@ -190,7 +191,7 @@ class ReferenceRun:
         ids = np.asarray(read_run_ids(run_dir, fix=fix), dtype=object)
         n = config["dataset"].get("n")
         if n is not None and n != len(ids):
-            raise ValueError(
+            raise ParameterError(
                 f"reference run ids file '{run_dir / 'ids.json'}' holds {len(ids)} ids but config.json's "
                 f"dataset.n is {n}; {fix}."
             )
@@ -200,7 +201,7 @@ class ReferenceRun:
     def dynamics(self, metric: str = "prob", *, train_pass: bool = False) -> np.ndarray:
         """The (n_examples, epochs) float32 array of ``metric`` ("prob", "loss", "correct"), memory-mapped."""
         if metric not in METRICS:
-            raise ValueError(f"Unknown metric {metric!r}. Available: {list(METRICS)}.")
+            raise ParameterError(f"Unknown metric {metric!r}. Available: {list(METRICS)}.")
         path = self.run_dir / "dynamics" / f"{metric}{'_train_pass' if train_pass else ''}.npy"
         if train_pass and not path.is_file():
             raise FileNotFoundError(
@@ -281,7 +282,7 @@ class ReferenceRun:
         if stored != ours:
             missing, extra = sorted(set(ours) - set(stored)), sorted(set(stored) - set(ours))
             reshaped = sorted(n for n in set(ours) & set(stored) if ours[n] != stored[n])
-            raise ValueError(
+            raise ParameterError(
                 f"'{self.run_dir}' was recorded in a transformers.Trainer run whose trainable parameters "
                 f"do not match this model's (missing {missing[:3]}, unexpected {extra[:3]}, other shape "
                 f"{reshaped[:3]}). Configure model.path/mode/lora as in that run."
@@ -336,16 +337,16 @@ def _read_checkpoint(run_dir: Path, epoch: int, fix: str) -> Checkpoint:
     required = ("epoch", "lr", "global_step")
     meta = _run_record(path, "reference run checkpoint", _CHECKPOINT_FIELDS, fix, required=required)
     if meta["epoch"] != epoch:
-        raise ValueError(
+        raise ParameterError(
             f"reference run checkpoint file '{path}': field 'epoch' is {meta['epoch']} but the folder is "
             f"{folder.name}; {fix}."
         )
     return Checkpoint(epoch, float(meta["lr"]), int(meta["global_step"]), folder)
 
 
-def _unreadable(path: Path, exc: BaseException, fix: str) -> ValueError:
+def _unreadable(path: Path, exc: BaseException, fix: str) -> ParameterError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ValueError(
+    return ParameterError(
         f"reference run file '{path}' is unreadable ({reason}): it was truncated or changed after the run "
         f"finished; {fix}."
     )
@@ -368,7 +369,7 @@ def load_weights(model: ReferenceModel, path: Path, *, fix: str) -> None:
     wrong = [name for name in params if name in state and state[name].shape != params[name].shape]
     if set(state) != set(params) or wrong:
         missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
-        raise ValueError(
+        raise ParameterError(
             f"reference run file '{path}' does not hold the weights of the model the run describes (missing "
             f"{missing[:3]}, unexpected {extra[:3]}, other shape {sorted(wrong)[:3]}); {fix}."
         )
@@ -383,7 +384,7 @@ def adam_moments(
     for name, param in params:
         pair = (moments.get(f"{name}.exp_avg"), moments.get(f"{name}.exp_avg_sq"))
         if any(m is None or m.shape != param.shape for m in pair):
-            raise ValueError(
+            raise ParameterError(
                 f"reference run file '{path}' has no Adam moments {name}.exp_avg/.exp_avg_sq of shape "
                 f"{tuple(param.shape)}; {fix}."
             )
@@ -545,7 +546,7 @@ class _Loop:
             self._apply(state)
         except (ValueError, RuntimeError, KeyError, TypeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(
+            raise ParameterError(
                 f"The resume state '{path}' could not be applied ({reason}); delete it to start the "
                 "reference training over from epoch 1."
             ) from None
@@ -681,18 +682,18 @@ def _warmup_steps(config: TrainConfig, total_steps: int) -> int:
 
 def _check_inputs(model: ReferenceModel, train: Dataset, config: TrainConfig) -> None:
     if not isinstance(model, ReferenceModel):
-        raise TypeError(f"model must be a ReferenceModel. Got {type(model).__name__} instead.")
+        raise ParameterTypeError(f"model must be a ReferenceModel. Got {type(model).__name__} instead.")
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig. Got {type(config).__name__} instead.")
+        raise ParameterTypeError(f"config must be a TrainConfig. Got {type(config).__name__} instead.")
     if not isinstance(train, Dataset):
-        raise TypeError(f"train must be a Dataset. Got {type(train).__name__} instead.")
+        raise ParameterTypeError(f"train must be a Dataset. Got {type(train).__name__} instead.")
     if train.task != "generation" and train.labels is None:
-        raise ValueError(f"train must be labeled for a {train.task} task (generation trains on targets).")
+        raise ParameterError(f"train must be labeled for a {train.task} task (generation trains on targets).")
     if not model.trainable_parameters():
-        raise ValueError("model has no trainable parameters (requires_grad); nothing to train.")
+        raise ParameterError("model has no trainable parameters (requires_grad); nothing to train.")
     n_labels = model.describe().get("n_labels")
     if n_labels is not None and train.labels is not None and int(train.labels.max()) >= n_labels:
-        raise ValueError(
+        raise ParameterError(
             f"train has label {int(train.labels.max())} but the model has n_labels={n_labels}; build the "
             f"model with num_labels={train.n_classes}."
         )
@@ -759,7 +760,7 @@ def _raise_on_difference(
     for key in sorted(set(new) if only_current else set(old) | set(new)):
         if key in _IGNORED_FIELDS or old.get(key, "<absent>") == new.get(key, "<absent>"):
             continue
-        raise ValueError(
+        raise ParameterError(
             f"'{run_dir}' holds a different run: {key} is {old.get(key, '<absent>')!r} there but "
             f"{new.get(key, '<absent>')!r} now. Use another run_dir, or delete this one to start over."
         )

@@ -41,6 +41,7 @@ from safetensors.torch import save as save_safetensors
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from datadiet._core.files import atomic_write_bytes, atomic_write_json
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.models.base import check_number, inference_mode
 from datadiet.representations.dynamics import run_fix
 from datadiet.representations.gradients import adam_state_from_optimizer
@@ -99,7 +100,7 @@ class DatadietCallback(TrainerCallback):
     ) -> None:
         check_number("DatadietCallback", "eval_batch_size", eval_batch_size, integer=True, low=1)
         if not isinstance(record_in_training, bool):
-            raise TypeError(
+            raise ParameterTypeError(
                 "The 'record_in_training' parameter of DatadietCallback must be a bool. "
                 f"Got {record_in_training!r} instead."
             )
@@ -179,12 +180,12 @@ class DatadietCallback(TrainerCallback):
     # --- internals -------------------------------------------------------------------------------------
     def _check_run(self, args: TrainingArguments, state: TrainerState, dataloader: Any) -> None:
         if args.world_size > 1:
-            raise ValueError(
+            raise ParameterError(
                 f"DatadietCallback records single-process training only; this run has world_size="
                 f"{args.world_size}. Train on one process, or record with datadiet.training.train_reference."
             )
         if state.global_step > 0:
-            raise ValueError(
+            raise ParameterError(
                 f"DatadietCallback cannot join a resumed run (global_step={state.global_step}); its records "
                 "are not in the Trainer's checkpoints. Train from the start with the callback."
             )
@@ -194,17 +195,17 @@ class DatadietCallback(TrainerCallback):
             )
         n_trainer = _length(getattr(dataloader, "dataset", None))
         if n_trainer is not None and n_trainer != len(self.train_dataset):
-            raise ValueError(
+            raise ParameterError(
                 f"The Trainer trains on {n_trainer} rows but train_dataset has {len(self.train_dataset)}; "
                 "pass the callback the same dataset as the Trainer."
             )
         planned = int(state.num_train_epochs)
         if self.checkpoint_epochs and max(self.checkpoint_epochs) > planned:
-            raise ValueError(
+            raise ParameterError(
                 f"checkpoint_epochs={list(self.checkpoint_epochs)} should be <= num_train_epochs={planned}."
             )
         if self.record_in_training and args.remove_unused_columns:
-            raise ValueError(
+            raise ParameterError(
                 f"record_in_training needs the {self.index_column!r} column in every training batch, but "
                 "the Trainer removes it; set TrainingArguments(remove_unused_columns=False)."
             )
@@ -243,7 +244,7 @@ class DatadietCallback(TrainerCallback):
         if not (module.training and torch.is_grad_enabled()) or self._epoch == 0:
             return
         if index is None:
-            raise ValueError(
+            raise ParameterError(
                 f"A training batch has no {self.index_column!r} column; record_in_training needs it in "
                 "every batch: keep it in the dataset and set TrainingArguments(remove_unused_columns=False)."
             )
@@ -254,7 +255,7 @@ class DatadietCallback(TrainerCallback):
 
     def _row(self, value: int) -> int:
         if value not in self._row_of:
-            raise ValueError(
+            raise ParameterError(
                 f"A training batch has {self.index_column}={value}, which no row of train_dataset holds; "
                 "pass the callback the same dataset as the Trainer."
             )
@@ -325,7 +326,7 @@ def load_trainer_run(
     params = dict(_trainable_parameters(model))
     reshaped = sorted(name for name in set(state) & set(params) if state[name].shape != params[name].shape)
     if set(state) != set(params) or reshaped:
-        raise ValueError(
+        raise ParameterError(
             f"The saved weights do not match this model: missing {sorted(set(params) - set(state))[:3]}, "
             f"unexpected {sorted(set(state) - set(params))[:3]}, other shape {reshaped[:3]}. Build the model "
             "as it was trained."
@@ -342,12 +343,12 @@ def load_trainer_run(
 # --- helpers -------------------------------------------------------------------------------------------
 def _check_dataset(dataset: Any) -> Any:
     if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__getitem__"):
-        raise TypeError(
+        raise ParameterTypeError(
             "train_dataset must be a map-style dataset (with __len__ and __getitem__) of dict rows. "
             f"Got {type(dataset).__name__} instead."
         )
     if _length(dataset) in (None, 0):
-        raise ValueError("train_dataset must have a length and at least one row.")
+        raise ParameterError("train_dataset must have a length and at least one row.")
     return dataset
 
 
@@ -356,9 +357,11 @@ def _check_ids(ids: Sequence[Any] | None, n: int) -> list[str]:
         return [str(i) for i in range(n)]
     out = [str(i) for i in ids]
     if len(out) != n:
-        raise ValueError(f"ids has {len(out)} entries but train_dataset has {n} rows; pass one id per row.")
+        raise ParameterError(
+            f"ids has {len(out)} entries but train_dataset has {n} rows; pass one id per row."
+        )
     if len(set(out)) != n:
-        raise ValueError("ids must be unique; found duplicates.")
+        raise ParameterError("ids must be unique; found duplicates.")
     return out
 
 
@@ -366,7 +369,7 @@ def _check_epochs(epochs: Sequence[int] | None) -> tuple[int, ...] | None:
     if epochs is None:
         return None
     if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Sequence):
-        raise TypeError(
+        raise ParameterTypeError(
             "The 'checkpoint_epochs' parameter of DatadietCallback must be None or a sequence of ints. "
             f"Got {epochs!r} instead."
         )
@@ -380,7 +383,7 @@ def _index_column(dataset: Any) -> tuple[str, dict[int, int]]:
     first = dataset[0]
     found = [name for name in INDEX_COLUMNS if isinstance(first, Mapping) and name in first]
     if not found:
-        raise ValueError(
+        raise ParameterError(
             "record_in_training needs to know which rows form each training batch, and the Trainer's "
             f"sampler does not say. Add an integer column {INDEX_COLUMNS[0]!r} (e.g. "
             "dataset.add_column('idx', range(len(dataset)))) and train with "
@@ -390,7 +393,7 @@ def _index_column(dataset: Any) -> tuple[str, dict[int, int]]:
     column = dataset[name] if hasattr(dataset, "column_names") else [row[name] for row in dataset]
     values = [_as_int(value) for value in column]
     if None in values or len(set(values)) != len(values):
-        raise ValueError(
+        raise ParameterError(
             f"The {name!r} column of train_dataset must hold a unique integer per row; add one with "
             "dataset.add_column('idx', range(len(dataset)))."
         )
@@ -417,7 +420,7 @@ def _collator(kwargs: Mapping[str, Any], args: TrainingArguments, model: torch.n
     if collate is None:
         tokenizer = kwargs.get("processing_class") or kwargs.get("tokenizer")
         if tokenizer is None or not hasattr(tokenizer, "pad"):
-            raise ValueError(
+            raise ParameterError(
                 "DatadietCallback found neither the Trainer's data collator nor a tokenizer to pad with; "
                 "pass processing_class=tokenizer to the Trainer."
             )
@@ -449,13 +452,13 @@ def _record(
 
 def _labels(labels: Any) -> torch.Tensor:
     if labels is None:
-        raise ValueError(
+        raise ParameterError(
             "A batch has no 'labels'; DatadietCallback records classification runs whose batches hold the "
             "class indices under 'labels' (or 'label', which the data collators rename)."
         )
     labels = torch.as_tensor(labels)
     if labels.ndim != 1 or labels.dtype.is_floating_point:
-        raise ValueError(
+        raise ParameterError(
             f"labels must be class indices of shape (batch,); got dtype {labels.dtype} and shape "
             f"{tuple(labels.shape)}. DatadietCallback records single-label classification only."
         )
@@ -467,7 +470,7 @@ def _logits(output: Any) -> torch.Tensor:
     if logits is None and isinstance(output, Mapping):
         logits = output.get("logits")
     if logits is None:
-        raise ValueError(
+        raise ParameterError(
             f"The model returned {type(output).__name__} without 'logits'; DatadietCallback needs a "
             "sequence classifier whose output has .logits of shape (batch, n_labels)."
         )

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from datadiet.analysis.overlap import overlap_matrix
+from datadiet.errors import ParameterError
 from datadiet.selection.base import Selection
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def boundary_distance(x: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     """
     norm = float(np.linalg.norm(w))
     if norm == 0:
-        raise ValueError("w is zero: the model has no decision boundary.")
+        raise ParameterError("w is zero: the model has no decision boundary.")
     return np.abs(x @ w + b) / norm
 
 

@@ -57,6 +57,7 @@ from datadiet._core.checks import check_rng
 from datadiet._core.files import atomic_write_bytes
 from datadiet.analysis.discriminative import gradient_sensitivity_bound, loss_sensitivity
 from datadiet.analysis.overlap import overlap_matrix, random_overlap_expectation
+from datadiet.errors import ParameterError
 from datadiet.experiments.synthetic.findings import (
     boundary_distance,
     energy_distance,
@@ -202,11 +203,11 @@ def train_reference(
         Seeds the per-epoch shuffles.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-        raise ValueError(
+        raise ParameterError(
             f"The 'epochs' parameter must be an int in the range [1, inf). Got {epochs!r} instead."
         )
     if not 1 <= n_checkpoints <= epochs:
-        raise ValueError(f"n_checkpoints={n_checkpoints} should be in [1, epochs={epochs}].")
+        raise ParameterError(f"n_checkpoints={n_checkpoints} should be in [1, epochs={epochs}].")
     rng = check_rng(seed)
     w, b = np.zeros(x.shape[1]), 0.0
     ckpt_epochs = set(
@@ -245,7 +246,7 @@ def make_representations(
     ``split`` is ``"train"`` or ``"val"`` and picks the recorded trajectories.
     """
     if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val'. Got {split!r} instead.")
+        raise ParameterError(f"split must be 'train' or 'val'. Got {split!r} instead.")
     loss, prob = getattr(run, f"{split}_loss"), getattr(run, f"{split}_prob")
     grads = np.stack([_checkpoint_gradient(x, y, c) for c in run.checkpoints], axis=1)
     base = {"source": "synthetic", "split": split}
