@@ -533,7 +533,7 @@ def test_store_keys_that_could_name_a_path_outside_the_store_are_refused(tmp_pat
 
 
 def test_reference_training_on_one_class_is_refused_before_any_work(tmp_path):
-    from datadiet.pipeline.stages import run_reference
+    from datadiet.pipeline.reference import run_reference
 
     data = tmp_path / "data"
     data.mkdir()

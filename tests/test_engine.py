@@ -160,7 +160,7 @@ def test_gradient_extraction_on_ray_actors_equals_the_local_run(ray_engine, tmp_
 
     monkeypatch.setattr(ray_engine, "map_stateful", spy)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from datadiet.pipeline.stages import run_represent
+    from datadiet.pipeline.represent import run_represent
     from tests.test_pipeline import config
 
     def gradients(out, engine):

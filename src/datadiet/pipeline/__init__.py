@@ -1,2 +1,3 @@
-"""The stages that turn a config into outputs: the reference run and the representations
-(:mod:`~datadiet.pipeline.stages`), the study (:mod:`~datadiet.pipeline.study`) and the demo config."""
+"""The stages that turn a config into outputs: the reference run (:mod:`~datadiet.pipeline.reference`),
+the representations (:mod:`~datadiet.pipeline.represent`), the study (:mod:`~datadiet.pipeline.study`) and
+the demo config."""

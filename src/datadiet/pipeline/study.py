@@ -1,7 +1,7 @@
 """The study: which selection, on which representation, at which budget, trains the better main model.
 
 ``run_study(cfg)`` runs the reference model and the representations once (cached, via
-:mod:`datadiet.pipeline.stages`), then every cell — (selection, budget, seed), plus the baselines
+:mod:`datadiet.pipeline.represent`), then every cell — (selection, budget, seed), plus the baselines
 full data (per seed), random (same budgets and seeds) and dummy — selects a subset, trains the main model
 on it and evaluates it on the test split (and an optional out-of-distribution split). Each finished cell
 is written atomically to ``cells/<id>.json``; a rerun skips every cell whose file matches the current
@@ -51,14 +51,11 @@ from datadiet.config import (
 from datadiet.data.dataset import Dataset, DatasetError
 from datadiet.errors import ParameterError
 from datadiet.metrics import dummy_scores, score
-from datadiet.pipeline.stages import (
-    DYNAMICS,
-    Stage,
-    build_model,
-    embeddings,
-    prepare,
+from datadiet.pipeline.reference import Stage, build_model, embeddings, prepare, run_reference
+from datadiet.pipeline.represent import (
+    extracted,
+    representation_names,
     run_fingerprint,
-    run_reference,
     run_represent,
 )
 from datadiet.representations.base import Representation
@@ -137,27 +134,6 @@ def _selector(spec: SelectionSpec, at: str) -> Any:
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{at}: {exc}") from None
-
-
-def representation_names(ref: ReferenceConfig) -> dict[str, str]:
-    """Every representation a study can name -> the setting that makes ``datadiet represent`` extract it."""
-    kinds = "reference.represent.kinds"
-    names = {f"dynamics/{q}": f"'dynamics' in {kinds}" for q in (*DYNAMICS, "class_probs")}
-    names.update({f"hidden/{s}": f"'hidden' in {kinds} and '{s}' in reference.represent.hidden_stages"
-                  for s in ("pretrained", "early", "final")})  # fmt: skip
-    names["gradients/train"] = f"'gradients' in {kinds}"
-    names["gradients/val"] = f"'gradients' in {kinds} and a reference.dataset.val_split"
-    return names
-
-
-def extracted(name: str, ref: ReferenceConfig) -> bool:
-    """Whether this config's ``represent`` stage extracts ``name`` (one of :func:`representation_names`)."""
-    kind, _, which = name.partition("/")
-    if kind not in ref.represent.kinds:
-        return False
-    if kind == "hidden":
-        return which in ref.represent.hidden_stages
-    return not (name == "gradients/val" and ref.dataset.val_split is None)
 
 
 def check_representation(name: str, ref: ReferenceConfig, at: str) -> None:

@@ -1,0 +1,223 @@
+"""The reference stage: config -> datasets -> the reference model, trained (or resumed, or reused).
+
+``prepare(cfg)`` loads and slices the data and opens the store; ``run_reference(cfg)`` trains the reference
+model (resumes an interrupted run; returns a finished one at once) and writes ``config.resolved.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datadiet._core.files import atomic_write_json
+from datadiet.config import ReferenceConfig, to_dict
+from datadiet.data.dataset import Dataset
+from datadiet.errors import ParameterError
+from datadiet.representations.base import Representation
+from datadiet.store import RepresentationStore, make_key
+
+
+@dataclasses.dataclass
+class Stage:
+    """Everything the stages share: the resolved config, the data, the model factory and the store."""
+
+    cfg: ReferenceConfig
+    train: Dataset
+    val: Dataset | None
+    store: RepresentationStore
+    flipped: np.ndarray | None = None
+    """Mask of training examples whose label was flipped (label noise), or None."""
+
+    @property
+    def output(self) -> Path:
+        return Path(self.cfg.output)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.run_dir) if self.cfg.run_dir else self.output / "reference"
+
+
+def prepare(cfg: ReferenceConfig) -> Stage:
+    """Load and slice the datasets, open the store."""
+    from datadiet.data.slicing import stratified_slice
+
+    d = cfg.dataset
+    splits = d.load()
+    train = _split(splits, d.train_split, d.source)
+    train = stratified_slice(train, d.slice, seed=d.seed) if d.slice and d.slice < len(train) else train
+    val = None
+    if d.val_split is not None:
+        val = _split(splits, d.val_split, d.source)
+        val = (
+            stratified_slice(val, d.val_slice, seed=d.seed) if d.val_slice and d.val_slice < len(val) else val
+        )
+    flipped = None
+    if d.label_noise > 0:
+        from datadiet.data.noise import flip_labels
+
+        train, flipped = flip_labels(train, d.label_noise, seed=d.noise_seed)
+    store = RepresentationStore(cfg.represent.store or Path(cfg.output) / "store")
+    return Stage(cfg, train, val, store, flipped)
+
+
+def _split(splits: dict[str, Dataset], name: str, source: str) -> Dataset:
+    if name not in splits:
+        raise ParameterError(f"{source} has no split {name!r}. Available: {sorted(splits)}.")
+    return splits[name]
+
+
+def encoder_path(cfg: ReferenceConfig) -> str:
+    from datadiet.models.encoder import embedded_encoder_path
+
+    return str(embedded_encoder_path()) if cfg.model.path == "embedded" else cfg.model.path
+
+
+def embeddings(stage: Stage, ds: Dataset) -> np.ndarray:
+    """Frozen encoder embeddings of ``ds``, cached in the store."""
+    from datadiet.models.frozen import encode_texts
+
+    path = encoder_path(stage.cfg)
+    provenance = {
+        "stage": "frozen-embeddings",
+        "dataset": ds.fingerprint(),
+        "model": _weights_fingerprint(path),
+        "max_length": stage.cfg.model.max_length,
+    }
+    key = make_key(**provenance)
+
+    def compute() -> Representation:
+        values = encode_texts(path, ds, max_length=stage.cfg.model.max_length)
+        return Representation(values, "hidden", ds.ids.astype(str), provenance)
+
+    rep = stage.store.get_or_compute(key, compute, provenance=provenance, rebuild=rebuild_command(stage))
+    return np.asarray(rep.values)
+
+
+def _weights_fingerprint(path: str) -> str:
+    from datadiet.models.encoder import weights_fingerprint
+
+    return weights_fingerprint(path)
+
+
+def build_model(stage: Stage) -> Any:
+    """A fresh (untrained, seeded) reference model for the dataset's task and the configured mode."""
+    cfg, task = stage.cfg, stage.train.task
+    if task == "classification" and stage.train.n_classes < 2:
+        raise ParameterError(
+            f"The training split of {cfg.dataset.source} has {stage.train.n_classes} class "
+            f"{list(stage.train.label_names)}; a classifier needs at least 2. Check the label column."
+        )
+    if cfg.model.mode == "frozen":
+        if task != "classification":
+            raise ParameterError(
+                f"model.mode 'frozen' serves classification only; a {task} task needs lora or full."
+            )
+        from datadiet.models.frozen import FrozenHead
+
+        tables = {stage.train.fingerprint(): embeddings(stage, stage.train)}
+        if stage.val is not None:
+            tables[stage.val.fingerprint()] = embeddings(stage, stage.val)
+        return FrozenHead(tables, stage.train.n_classes, head=cfg.model.head, seed=cfg.training.seed)
+    from datadiet.models.encoder import LoraSettings
+
+    m, seed = cfg.model, cfg.training.seed
+    lora = LoraSettings(r=m.lora.r, alpha=m.lora.alpha, dropout=m.lora.dropout) if m.mode == "lora" else None
+    if task == "generation":
+        from datadiet.models.causal_lm import CausalLM
+
+        return CausalLM(
+            lm_path(cfg), lora=lora, max_length=m.max_length, max_new_tokens=m.max_new_tokens, seed=seed
+        )
+    if task == "multiple_choice":
+        from datadiet.models.multiple_choice import EncoderMultipleChoice
+
+        return EncoderMultipleChoice(encoder_path(cfg), lora=lora, max_length=m.max_length, seed=seed)
+    from datadiet.models.encoder import EncoderClassifier
+
+    return EncoderClassifier(
+        encoder_path(cfg), stage.train.n_classes, lora=lora, max_length=m.max_length, seed=seed
+    )
+
+
+def lm_path(cfg: ReferenceConfig) -> str:
+    """The causal LM: the packaged SmolLM2-135M-Instruct (converted once from GGUF) or a local folder."""
+    from datadiet.models.causal_lm import embedded_lm_path
+
+    return str(embedded_lm_path()) if cfg.model.path == "embedded" else cfg.model.path
+
+
+def train_config(cfg: ReferenceConfig) -> Any:
+    from datadiet.training import TrainConfig
+
+    t = cfg.training
+    lr = t.lr if t.lr is not None else (1e-2 if cfg.model.mode == "frozen" else 5e-5)
+    return TrainConfig(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        lr=lr,
+        weight_decay=t.weight_decay,
+        warmup_ratio=t.warmup_ratio,
+        seed=t.seed,
+        checkpoint_epochs=t.checkpoint_epochs,
+        record_in_training=t.record_in_training,
+    )
+
+
+def run_reference(cfg: ReferenceConfig, stage: Stage | None = None) -> Any:
+    """Train the reference model (resumes an interrupted run; returns a finished one at once).
+
+    Every check that can refuse the run comes before the first write, so a refused run changes nothing:
+    ``config.resolved.json`` (which every store entry's rebuild command names) keeps its old content.
+    """
+    from datadiet.training import check_run_dir, train_reference
+
+    stage = stage or prepare(cfg)
+    if cfg.run_dir:  # an existing run, e.g. recorded inside the user's own Trainer run
+        run = _open_recorded_run(cfg, stage)
+        _write_resolved(cfg, stage)
+        return run
+    settings = train_config(cfg)
+    check_run_dir(stage.run_dir, stage.train, settings)  # before the model (and its embeddings) is built
+    model = build_model(stage)
+    check_run_dir(stage.run_dir, stage.train, settings, model)
+    _write_resolved(cfg, stage)
+    return train_reference(model, stage.train, settings, stage.run_dir)
+
+
+def _write_resolved(cfg: ReferenceConfig, stage: Stage) -> None:
+    stage.output.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stage.output / "config.resolved.json", to_dict(cfg))
+
+
+def _open_recorded_run(cfg: ReferenceConfig, stage: Stage) -> Any:
+    """The finished run in ``cfg.run_dir``, refused unless it trained on the configured split, in order."""
+    from datadiet.training import ReferenceRun
+
+    run = ReferenceRun.open(cfg.run_dir)  # type: ignore[arg-type]
+    ours = stage.train.ids.astype(str)
+    if not np.array_equal(np.asarray(run.ids).astype(str), ours):
+        theirs = [str(i) for i in run.ids[:3]]
+        raise ParameterError(
+            f"'{cfg.run_dir}' recorded {len(run.ids)} examples (first ids {theirs}) but the configured "
+            f"training split has {len(ours)} (first ids {[str(i) for i in ours[:3]]}). Set dataset.id to the "
+            f"id column your Trainer run used (its ids are in '{Path(cfg.run_dir) / 'ids.json'}'), or point "
+            "dataset at the data that run trained on, in the same order."
+        )
+    return run
+
+
+def rebuild_command(stage: Stage) -> str:
+    """The command that rebuilds a store entry of this stage (named in its manifest)."""
+    return f"datadiet represent --config {stage.output / 'config.resolved.json'}"
+
+
+def batches(model: Any, ds: Dataset, batch_size: int, rows: np.ndarray | None = None) -> Iterator[dict]:
+    """Model inputs for ``ds`` (or its ``rows``) in order, ``batch_size`` at a time."""
+    rows = np.arange(len(ds)) if rows is None else rows
+    for start in range(0, len(rows), batch_size):
+        yield model.collate(ds, rows[start : start + batch_size])

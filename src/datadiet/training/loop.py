@@ -1,0 +1,456 @@
+"""The training loop: AdamW with warm-up, the per-epoch evaluation pass, checkpoints and resume."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save as save_safetensors
+from tqdm.auto import tqdm
+
+from datadiet._core.faults import fault_point
+from datadiet._core.files import atomic_write_bytes, atomic_write_json
+from datadiet.data.dataset import Dataset
+from datadiet.errors import ParameterError, ParameterTypeError
+from datadiet.models.base import ReferenceModel, inference_mode, seeded_torch, text_lengths
+from datadiet.store._io import FileLock
+from datadiet.training.run import METRICS, ReferenceRun, _jsonable, _raise_on_difference, read_run_config
+from datadiet.training.settings import TrainConfig
+
+_IDENTITY = ("train_config", "model", "dataset")
+
+
+def train_reference(
+    model: ReferenceModel, train: Dataset, config: TrainConfig, run_dir: str | os.PathLike[str], *,
+    progress: bool = True,
+) -> ReferenceRun:  # fmt: skip
+    """Train ``model`` on ``train``, recording dynamics and checkpoints under ``run_dir``.
+
+    Parameters
+    ----------
+    model : ReferenceModel
+        Trained in place; on return it holds the final weights (also when the run was already finished).
+    train : Dataset
+        A labeled classification split.
+    config : TrainConfig
+    run_dir : str or path-like
+        Output folder; an unfinished run there with the same identity is resumed. A second process
+        training into the same folder waits on the lock file ``<parent>/.<name>.lock``, then reuses the run.
+    progress : bool
+        Show tqdm bars.
+
+    Returns
+    -------
+    ReferenceRun
+    """
+    _check_inputs(model, train, config)
+    run_dir = Path(run_dir)
+    identity = _identity(model, train, config)
+    # one trainer per run_dir: a second process waits here, then finds DONE and reuses the run
+    lock = FileLock(run_dir.parent / f".{run_dir.name}.lock", timeout=None, what=f"reference run '{run_dir}'")
+    with lock:
+        return _train_locked(model, train, config, run_dir, identity, progress)
+
+
+def _train_locked(
+    model: ReferenceModel, train: Dataset, config: TrainConfig, run_dir: Path, identity: dict[str, Any],
+    progress: bool,
+) -> ReferenceRun:  # fmt: skip
+    _claim_run_dir(run_dir, identity, train, config)
+    if (run_dir / "DONE").is_file():
+        finished = ReferenceRun.open(run_dir)
+        finished.load_final(model)
+        model.module.eval()
+        return finished
+    loop, state_path = _Loop(model, train, config, progress), run_dir / "state" / "state.pt"
+    with seeded_torch(config.seed):  # dropout draws from this forked RNG
+        if not loop.restore(state_path):
+            loop.save(state_path)  # epoch 0: the initial weights, so even a crash in epoch 1 resumes cleanly
+        for epoch in range(loop.epoch + 1, config.epochs + 1):
+            loop.run_epoch(epoch)
+            if epoch in config.checkpoint_schedule:
+                _write_checkpoint(run_dir, epoch, loop)
+                fault_point("train.checkpoint")
+            loop.save(state_path)
+            fault_point("train.epoch")
+    model.module.eval()
+    _finish(run_dir, loop)
+    return ReferenceRun.open(run_dir)
+
+
+class _Loop:
+    """The mutable training state: optimizer, scheduler, RNGs, recorded arrays, counters."""
+
+    def __init__(self, model: ReferenceModel, train: Dataset, config: TrainConfig, progress: bool) -> None:
+        self.model, self.train, self.config, self.progress = model, train, config, progress
+        self.steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        total = self.steps_per_epoch * config.epochs
+        self.optimizer = _adamw(model, config)
+        from transformers import get_linear_schedule_with_warmup
+
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, _warmup_steps(config, total), total)
+        self.rng = np.random.default_rng(config.seed)
+        self.epoch, self.global_step, self.epoch_lrs = 0, 0, []
+        names = [*METRICS, *(f"{m}_train_pass" for m in METRICS if config.record_in_training)]
+        self.arrays = {name: np.full((len(train), config.epochs), np.nan, np.float32) for name in names}
+
+    def run_epoch(self, epoch: int) -> None:
+        """One shuffled pass of optimizer steps, then the evaluation pass recording column ``epoch - 1``."""
+        module, lrs = self.model.module, []
+        module.train()
+        self.optimizer.zero_grad(set_to_none=True)  # stale gradients of a crashed call on the same model
+        order = self.rng.permutation(len(self.train))
+        starts = range(0, len(order), self.config.batch_size)
+        for start in tqdm(starts, desc=f"epoch {epoch}", disable=not self.progress, leave=False):
+            idx = order[start : start + self.config.batch_size]
+            batch = self.model.to_device(self.model.collate(self.train, idx))
+            lrs.append(float(self.scheduler.get_last_lr()[0]))
+            if self.config.record_in_training:
+                stats = self.model.example_stats(module, batch)
+                self._record(idx, epoch, {k: v.detach() for k, v in stats.items()}, suffix="_train_pass")
+                loss = stats["loss"].mean()
+            else:
+                loss = self.model.per_example_loss(module, batch).mean()
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            fault_point("train.step")
+        self.epoch, self.global_step = epoch, self.global_step + len(lrs)
+        self.epoch_lrs.append(float(np.mean(lrs)))
+        self._evaluate(epoch)
+
+    def _evaluate(self, epoch: int) -> None:
+        order = np.argsort(text_lengths(self.train), kind="stable")  # less padding per batch
+        step = self.config.eval_batch_size
+        with inference_mode(self.model.module):
+            for start in range(0, len(order), step):
+                idx = order[start : start + step]
+                batch = self.model.to_device(self.model.collate(self.train, idx))
+                self._record(idx, epoch, self.model.example_stats(self.model.module, batch), suffix="")
+
+    def _record(self, idx: np.ndarray, epoch: int, stats: dict[str, torch.Tensor], suffix: str) -> None:
+        for metric in METRICS:
+            self.arrays[metric + suffix][idx, epoch - 1] = stats[metric].float().cpu().numpy()
+
+    def save(self, path: Path) -> None:
+        """Write everything needed to continue after ``self.epoch``, atomically, as one file."""
+        device = self.model.device
+        state = {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "epoch_lrs": list(self.epoch_lrs),
+            "trainable": self.model.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "arrays": {name: torch.from_numpy(array.copy()) for name, array in self.arrays.items()},
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    def restore(self, path: Path) -> bool:
+        """Load the state saved after the last finished epoch (RNGs included); False when there is none.
+
+        A damaged state file (unreadable, or not a state of this run) is ignored with a warning naming it:
+        training starts over from epoch 1 and rewrites the same checkpoints. Nothing changes before the
+        whole state is checked.
+        """
+        if not path.is_file():
+            return False
+        state, problem = self._read_state(path)
+        if state is None:
+            warnings.warn(
+                f"The resume state '{path}' of the reference training is damaged ({problem}); training "
+                "starts over from epoch 1 (it rewrites the same checkpoints).",
+                ResumeStateWarning,
+                stacklevel=3,
+            )
+            return False
+        try:
+            self._apply(state)
+        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ParameterError(
+                f"The resume state '{path}' could not be applied ({reason}); delete it to start the "
+                "reference training over from epoch 1."
+            ) from None
+        return True
+
+    def _apply(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.model.load_trainable_state(state["trainable"])
+        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])  # called inside the forked RNG block
+        if state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.model.device)
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.epoch_lrs = [float(lr) for lr in state["epoch_lrs"]]
+        self.arrays = {name: tensor.numpy().copy() for name, tensor in state["arrays"].items()}
+
+    def _read_state(self, path: Path) -> tuple[dict[str, Any] | None, str]:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # any damage: a truncated zip, bad opcodes, a type it refuses to load
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return None, f"unreadable: {reason[:200]}"
+        problem = self._state_problem(state)
+        return (None, problem) if problem else (state, "")
+
+    def _state_problem(self, state: Any) -> str | None:
+        """What makes ``state`` not a resume state of this run (None when it is one)."""
+        required = ("epoch", "global_step", "epoch_lrs", "trainable", "optimizer", "scheduler", "torch_rng",
+                    "numpy_rng", "arrays")  # fmt: skip
+        if not isinstance(state, dict) or any(key not in state for key in required):
+            return f"it is not a dict holding {list(required)}"
+        epoch = state["epoch"]
+        if not _is_int(epoch) or not 0 <= epoch <= self.config.epochs:
+            return f"epoch is {epoch!r:.40}, not an int in [0, {self.config.epochs}]"
+        if state["global_step"] != epoch * self.steps_per_epoch or not _is_int(state["global_step"]):
+            return f"global_step is {state['global_step']!r:.40}, expected {epoch * self.steps_per_epoch}"
+        lrs = state["epoch_lrs"]
+        if not isinstance(lrs, list) or len(lrs) != epoch or not all(_is_finite(lr) for lr in lrs):
+            return f"epoch_lrs must hold {epoch} finite learning rates"
+        return (
+            _tensors_problem(state["trainable"], dict(self.model.trainable_parameters()), "trainable")
+            or self._arrays_problem(state["arrays"])
+            or self._optimizer_problem(state["optimizer"], state["scheduler"], state["global_step"])
+            or _rng_problem(state["torch_rng"], state["numpy_rng"], self.rng)
+        )
+
+    def _arrays_problem(self, arrays: Any) -> str | None:
+        shape = (len(self.train), self.config.epochs)
+        if not isinstance(arrays, dict) or set(arrays) != set(self.arrays):
+            return f"arrays must hold {sorted(self.arrays)}"
+        for name, tensor in arrays.items():
+            is_float32 = isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32
+            if not is_float32 or tuple(tensor.shape) != shape:
+                return f"arrays.{name} must be a float32 tensor of shape {shape}"
+        return None
+
+    def _optimizer_problem(self, optimizer: Any, scheduler: Any, global_step: int) -> str | None:
+        groups = [group["params"] for group in self.optimizer.param_groups]
+        saved = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+        sizes = [len(g["params"]) if isinstance(g, dict) and isinstance(g.get("params"), list) else -1
+                 for g in saved or ()]  # fmt: skip
+        if not isinstance(saved, list) or sizes != [len(group) for group in groups]:
+            return "optimizer does not hold this model's parameter groups"
+        params = [param for group in groups for param in group]
+        moments = optimizer.get("state")
+        if not isinstance(moments, dict) or any(not _is_int(i) or not 0 <= i < len(params) for i in moments):
+            return "optimizer.state must map parameter indices to their Adam moments"
+        for index, entry in moments.items():
+            entry = entry if isinstance(entry, dict) else {}
+            pair = [entry.get(key) for key in ("exp_avg", "exp_avg_sq")]
+            if any(not isinstance(m, torch.Tensor) or m.shape != params[index].shape for m in pair):
+                return f"optimizer.state[{index}] has no Adam moments of shape {tuple(params[index].shape)}"
+        if not isinstance(scheduler, dict) or scheduler.get("last_epoch") != global_step:
+            return f"scheduler.last_epoch must be global_step={global_step}"
+        return None
+
+    def adam_state(self) -> dict[str, torch.Tensor]:
+        """``{param}.exp_avg`` and ``{param}.exp_avg_sq`` per trained parameter (zero before any step)."""
+        out = {}
+        for name, param in self.model.trainable_parameters():
+            state = self.optimizer.state.get(param, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                value = state.get(key, torch.zeros_like(param))
+                out[f"{name}.{key}"] = value.detach().cpu().clone().contiguous()
+        return out
+
+
+class ResumeStateWarning(UserWarning):
+    """The reference training's resume state ``state/state.pt`` was damaged; training started over."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _tensors_problem(tensors: Any, params: Mapping[str, Any], what: str) -> str | None:
+    if not isinstance(tensors, dict) or set(tensors) != set(params):
+        return f"{what} does not name this model's trainable parameters"
+    for name, param in params.items():
+        if not isinstance(tensors[name], torch.Tensor) or tensors[name].shape != param.shape:
+            return f"{what}.{name} is not a tensor of shape {tuple(param.shape)}"
+    return None
+
+
+def _rng_problem(torch_rng: Any, numpy_rng: Any, rng: np.random.Generator) -> str | None:
+    if not isinstance(torch_rng, torch.Tensor) or torch_rng.dtype != torch.uint8 or torch_rng.ndim != 1:
+        return "torch_rng is not a torch RNG state (a 1-D uint8 tensor)"
+    try:
+        decoded = json.loads(numpy_rng)
+        np.random.Generator(type(rng.bit_generator)()).bit_generator.state = decoded  # a throwaway copy
+    except (TypeError, ValueError, KeyError, RecursionError):
+        return "numpy_rng is not a numpy generator state"
+    return None
+
+
+def _adamw(model: ReferenceModel, config: TrainConfig) -> torch.optim.AdamW:
+    params = model.trainable_parameters()
+    groups = [{"params": [p for _, p in params if p.ndim >= 2], "weight_decay": config.weight_decay}]
+    groups.append({"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0})  # biases, norms
+    groups = [group for group in groups if group["params"]]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _warmup_steps(config: TrainConfig, total_steps: int) -> int:
+    """``ceil(warmup_ratio * total_steps)``, rounded first so 0.1 * 30 gives 3, not 4."""
+    return math.ceil(round(config.warmup_ratio * total_steps, 9))
+
+
+def _check_inputs(model: ReferenceModel, train: Dataset, config: TrainConfig) -> None:
+    if not isinstance(model, ReferenceModel):
+        raise ParameterTypeError(f"model must be a ReferenceModel. Got {type(model).__name__} instead.")
+    if not isinstance(config, TrainConfig):
+        raise ParameterTypeError(f"config must be a TrainConfig. Got {type(config).__name__} instead.")
+    if not isinstance(train, Dataset):
+        raise ParameterTypeError(f"train must be a Dataset. Got {type(train).__name__} instead.")
+    if train.task != "generation" and train.labels is None:
+        raise ParameterError(f"train must be labeled for a {train.task} task (generation trains on targets).")
+    if not model.trainable_parameters():
+        raise ParameterError("model has no trainable parameters (requires_grad); nothing to train.")
+    n_labels = model.describe().get("n_labels")
+    if n_labels is not None and train.labels is not None and int(train.labels.max()) >= n_labels:
+        raise ParameterError(
+            f"train has label {int(train.labels.max())} but the model has n_labels={n_labels}; build the "
+            f"model with num_labels={train.n_classes}."
+        )
+
+
+def _identity(model: ReferenceModel, train: Dataset, config: TrainConfig) -> dict[str, Any]:
+    dataset = _dataset_identity(train, {"input_fingerprint": model.input_fingerprint(train)})
+    return _jsonable({"train_config": config.to_dict(), "model": model.describe(), "dataset": dataset})
+
+
+def _dataset_identity(train: Dataset, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dataset part of a run's identity; its key order is part of config.json, whose text keys the
+    store entries of the run (see pipeline.run_fingerprint)."""
+    dataset = {"name": train.name, "split": train.split, "fingerprint": train.fingerprint(), "n": len(train)}
+    dataset.update(inputs or {})
+    dataset.update(label_names=list(train.label_names), ids_file="ids.json")
+    return dataset
+
+
+def check_run_dir(
+    run_dir: str | os.PathLike[str], train: Dataset, config: TrainConfig, model: ReferenceModel | None = None
+) -> None:
+    """Refuse (``ValueError``) what :func:`train_reference` would refuse for ``run_dir``, writing nothing.
+
+    Lets a caller check before it writes anything else. Without ``model``, only the training config and
+    the dataset are compared (so a mismatch is found before a model is built).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        return
+    if model is None:
+        current = {"train_config": config.to_dict(), "dataset": _dataset_identity(train)}
+        _raise_on_difference(_stored_identity(run_dir), _jsonable(current), run_dir, only_current=True)
+    else:
+        _raise_on_difference(_stored_identity(run_dir), _identity(model, train, config), run_dir)
+
+
+def _stored_identity(run_dir: Path) -> dict[str, Any]:
+    stored = read_run_config(run_dir)
+    return {key: stored.get(key) for key in _IDENTITY}
+
+
+def _claim_run_dir(run_dir: Path, identity: dict[str, Any], train: Dataset, config: TrainConfig) -> None:
+    """Write config.json and ids.json for a new run, or check that an existing run is the same one."""
+    config_path = run_dir / "config.json"
+    if config_path.is_file():
+        _raise_on_difference(_stored_identity(run_dir), identity, run_dir)
+        return
+    steps = math.ceil(len(train) / config.batch_size)
+    resolved = {
+        "checkpoint_schedule": list(config.checkpoint_schedule),
+        "steps_per_epoch": steps,
+        "total_steps": steps * config.epochs,
+        "warmup_steps": _warmup_steps(config, steps * config.epochs),
+    }
+    atomic_write_json(run_dir / "ids.json", [str(i) for i in train.ids.tolist()])
+    atomic_write_json(config_path, {**identity, "train_config_resolved": resolved})
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    return save_safetensors({name: t.detach().cpu().contiguous() for name, t in tensors.items()})
+
+
+def _write_checkpoint(run_dir: Path, epoch: int, loop: _Loop) -> None:
+    folder = run_dir / "checkpoints" / f"epoch_{epoch:03d}"
+    atomic_write_bytes(folder / "trainable.safetensors", _safetensors_bytes(loop.model.trainable_state()))
+    atomic_write_bytes(folder / "adam_state.safetensors", _safetensors_bytes(loop.adam_state()))
+    meta = {"epoch": epoch, "lr": loop.epoch_lrs[epoch - 1], "global_step": loop.global_step}
+    atomic_write_json(folder / "checkpoint.json", {**meta, "steps_in_epoch": loop.steps_per_epoch})
+
+
+def _finish(run_dir: Path, loop: _Loop) -> None:
+    for name, array in loop.arrays.items():
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        atomic_write_bytes(run_dir / "dynamics" / f"{name}.npy", buffer.getvalue())
+    final = _safetensors_bytes(loop.model.trainable_state())
+    atomic_write_bytes(run_dir / "final" / "trainable.safetensors", final)
+    atomic_write_json(run_dir / "DONE", {"epochs": loop.epoch, "global_step": loop.global_step})
+    (run_dir / "state" / "state.pt").unlink(missing_ok=True)
+
+
+def fit(
+    model: ReferenceModel,
+    train: Dataset,
+    config: TrainConfig,
+    *,
+    weights: np.ndarray | None = None,
+    progress: bool = False,
+) -> None:
+    """Train ``model`` on ``train`` (the study's main model): the reference loop without recording or saving.
+
+    ``weights`` (one per example, e.g. calibration's importance weights) scale each example's loss; they
+    are normalised to mean 1 so the learning rate keeps its meaning.
+    """
+    _check_inputs(model, train, config)
+    w = None if weights is None else torch.as_tensor(np.asarray(weights, np.float64) / np.mean(weights))
+    with seeded_torch(config.seed):
+        loop = _Loop(model, train, config, progress)
+        module = model.module
+        module.train()
+        for epoch in range(1, config.epochs + 1):
+            order = loop.rng.permutation(len(train))
+            for start in tqdm(
+                range(0, len(order), config.batch_size), desc=f"fit {epoch}", disable=not progress
+            ):
+                idx = order[start : start + config.batch_size]
+                batch = model.to_device(model.collate(train, idx))
+                losses = model.per_example_loss(module, batch)
+                loss = losses.mean() if w is None else (losses * w[idx].to(losses)).mean()
+                loss.backward()
+                loop.optimizer.step()
+                loop.scheduler.step()
+                loop.optimizer.zero_grad(set_to_none=True)
+        module.eval()
+
+
+def predict(model: ReferenceModel, ds: Dataset, *, batch_size: int = 256) -> np.ndarray:
+    """Predicted class index of every example of ``ds``."""
+    out = []
+    for start in range(0, len(ds), batch_size):
+        batch = model.collate(ds, np.arange(start, min(start + batch_size, len(ds))))
+        out.append(model.logits(batch).argmax(-1).cpu().numpy())
+    return np.concatenate(out)
