@@ -30,7 +30,8 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 import datadiet
-import datadiet.store._io as store_io
+import datadiet.store._disk as store_disk
+from datadiet._core.files import npy_bytes
 from datadiet.representations.base import Representation
 from datadiet.representations.dynamics import read_dynamics
 from datadiet.store import PartialEntryRestartedWarning, RepresentationStore, StoreError, make_key
@@ -165,7 +166,7 @@ def test_resuming_a_sparse_partial_entry_fills_its_holes_and_keeps_its_chunks(tm
 
     store = RepresentationStore(tmp_path)
     with monkeypatch.context() as patch:
-        patch.setattr(store_io, "reserve_blocks", lambda *args, **kwargs: None)  # the old, sparse file
+        patch.setattr(store_disk, "reserve_blocks", lambda *args, **kwargs: None)  # the old, sparse file
         with _big_writer(store) as first:
             _write_big(first, limit=1)
     partial = store.path(BIG_KEY) / "values.npy.partial"
@@ -234,7 +235,7 @@ def _truncate(name: str, n_bytes: int):
 
 
 def _npy(array: np.ndarray) -> bytes:
-    return store_io.npy_bytes(array)
+    return npy_bytes(array)
 
 
 DAMAGED_RESUME_FILES = {

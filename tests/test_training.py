@@ -249,3 +249,24 @@ def test_labels_beyond_the_model_head_are_refused(tmp_path):
     model = FrozenHead.for_dataset(ds, embeddings, 2)
     with pytest.raises(ValueError, match="num_labels=3"):
         train_reference(model, ds, TrainConfig(epochs=1), tmp_path, progress=False)
+
+
+def test_the_run_folder_holds_exactly_the_files_of_its_layout(tmp_path):
+    from datadiet.representations.dynamics import (
+        ADAM_STATE,
+        CHECKPOINT_META,
+        QUANTITIES,
+        TRAINABLE,
+        RunLayout,
+    )
+
+    model, ds = _head(12)
+    config = TrainConfig(epochs=3, checkpoint_epochs=[1, 3], record_in_training=True)
+    train_reference(model, ds, config, tmp_path / "run", progress=False)
+    layout = RunLayout(tmp_path / "run")
+    expected = {layout.config, layout.ids, layout.done, layout.final}
+    expected |= {layout.dynamics(q, train_pass=p) for q in QUANTITIES for p in (False, True)}
+    names = (TRAINABLE, ADAM_STATE, CHECKPOINT_META)
+    expected |= {layout.checkpoint(epoch) / name for epoch in (1, 3) for name in names}
+    assert {p for p in layout.root.rglob("*") if p.is_file()} == expected  # state.pt removed at the end
+    assert layout.lock.is_file() and layout.lock.parent == tmp_path

@@ -20,9 +20,20 @@ import numpy as np
 try:
     from numpy.lib.array_utils import byte_bounds
 except ImportError:  # numpy < 2.0
-    byte_bounds = np.byte_bounds  # noqa: NPY201
+    byte_bounds = np.byte_bounds  # noqa: NPY201  # pyright: ignore[reportAttributeAccessIssue]
 
-CHUNK_BYTES = 32 * 2**20  # bytes of input (or of its float64 copy) held per chunk
+CHUNK_BYTES = 32 * 2**20
+"""Bytes of input (or of its float64 copy) held per row chunk of a computation, and per chunk of a store
+write (the unit of resumable progress)."""
+GRADIENT_CHUNK_BYTES = 64 * 2**20
+"""Bytes of float64 per row chunk of the gradient scorers (self-influence, LESS): their rows are whole
+(n_checkpoints, d) gradients, so a chunk holds twice the default; it is their documented ``chunk_size``."""
+HASH_CHUNK_BYTES = 8 * 2**20
+"""Bytes read per call when a file is hashed without ``hashlib.file_digest`` (Python < 3.11)."""
+ZEROS_CHUNK_BYTES = 8 * 2**20
+"""Bytes of zeros written per call where a file system cannot reserve blocks with ``posix_fallocate``."""
+STREAM_CHUNK_BYTES = 2**20
+"""Bytes read per call when a download stream is drained (only hashed, never kept)."""
 _PAGE = mmap.PAGESIZE
 _PRIVATE_MODES = ("c", "copyonwrite")  # copy-on-write: MADV_DONTNEED would drop the private edits
 

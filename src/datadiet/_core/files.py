@@ -1,9 +1,10 @@
-"""Safe file I/O: arrays without pickle, atomic writes (write to a temp file, then rename)."""
+"""Safe file I/O: arrays without pickle, atomic writes (write to a temp file, then rename), sha256 digests."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from datadiet._core.chunks import HASH_CHUNK_BYTES
 from datadiet._core.faults import fault_point
 from datadiet.errors import ParameterError, ParameterTypeError
 
@@ -155,6 +157,48 @@ def _file_kind(path: Path) -> str:
     return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    """The ``.npy`` encoding of ``array`` (never pickled), as :func:`np.save` writes it."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def sha256_bytes(payload: bytes) -> str:
+    """The hex sha256 of ``payload`` (canonical bytes: a fingerprint's text, an array's buffer, a file).
+
+    >>> sha256_bytes(b"")[:16]
+    'e3b0c44298fc1c14'
+    """
+    return hashlib.sha256(payload).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], *, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
+    """The hex sha256 of a file, read in bounded pieces (``hashlib.file_digest`` where Python has it)."""
+    file_digest = getattr(hashlib, "file_digest", None)  # Python >= 3.11
+    with open(path, "rb", buffering=0) as handle:
+        if file_digest is not None:
+            return file_digest(handle, "sha256").hexdigest()
+        digest, buffer = hashlib.sha256(), bytearray(chunk_bytes)
+        view = memoryview(buffer)
+        while n_read := handle.readinto(buffer):
+            digest.update(view[:n_read])
+        return digest.hexdigest()
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def cached_sha256_file(path: str | os.PathLike[str]) -> str:
+    """:func:`sha256_file`, remembered per (resolved path, mtime, size): a rewritten file is hashed again."""
+    path = Path(path)
+    info = path.stat()
+    key = (str(path.resolve()), info.st_mtime_ns, info.st_size)
+    if key not in _FILE_DIGESTS:
+        _FILE_DIGESTS[key] = sha256_file(path)
+    return _FILE_DIGESTS[key]
+
+
 def safe_name(text: str) -> str:
     """``text`` as one file or folder name that cannot leave the folder it is joined to.
 
@@ -171,7 +215,7 @@ def safe_name(text: str) -> str:
     if name in ("", ".", ".."):
         name = "_" * max(1, len(name))
     if len(name) > MAX_NAME:
-        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        digest = sha256_bytes(text.encode("utf-8", "surrogatepass"))[:16]
         name = f"{name[: MAX_NAME - len(digest) - 1]}-{digest}"
     return name
 

@@ -3,11 +3,16 @@
 ``prob`` is the correct-class probability after each epoch (cartography's confidence, ``hard_to_learn``,
 ``ambiguous``), ``loss`` its negative log (S2L's trajectories), ``correct`` the 0/1 correctness
 (``forgetting``). Rows follow the run's training ids.
+
+This module also holds the reference-run folder's format, torch-free: the recorded :data:`QUANTITIES` and
+every path (:class:`RunLayout`), which the folder's one writer (:class:`~datadiet.training.writer.RunWriter`)
+and its readers (here and :class:`~datadiet.training.ReferenceRun`) share.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +22,81 @@ from datadiet.errors import ParameterError
 from datadiet.representations.base import Representation
 
 QUANTITIES: tuple[str, ...] = ("prob", "loss", "correct")
+"""The per-example training-dynamics quantities a run records: correct-class probability, its cross-entropy
+and the 0/1 correctness."""
+TRAIN_PASS = "_train_pass"
+"""Suffix of the dynamics recorded during the training pass (``record_in_training``)."""
+TRAINABLE, ADAM_STATE, CHECKPOINT_META = "trainable.safetensors", "adam_state.safetensors", "checkpoint.json"
+"""The files of a checkpoint folder (``final/`` holds only the first)."""
+IDS_FILE = "ids.json"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every path of a reference-run folder ``root``.
+
+    Examples
+    --------
+    >>> layout = RunLayout(Path("runs/ref"))
+    >>> layout.dynamics("prob", train_pass=True).as_posix(), layout.checkpoint(3).name
+    ('runs/ref/dynamics/prob_train_pass.npy', 'epoch_003')
+    """
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        """``config.json``: the run's identity (config, model, dataset) and resolved step counts."""
+        return self.root / "config.json"
+
+    @property
+    def ids(self) -> Path:
+        """``ids.json``: the example ids, in the row order of every array."""
+        return self.root / IDS_FILE
+
+    @property
+    def done(self) -> Path:
+        """``DONE``: written last; its presence means the run is finished."""
+        return self.root / "DONE"
+
+    @property
+    def state(self) -> Path:
+        """``state/state.pt``: the resume state after the last finished epoch."""
+        return self.root / "state" / "state.pt"
+
+    @property
+    def final(self) -> Path:
+        """``final/trainable.safetensors``: the trained parameters at the end."""
+        return self.root / "final" / TRAINABLE
+
+    @property
+    def lock(self) -> Path:
+        """``<parent>/.<name>.lock``: held by the one process training into the folder."""
+        return self.root.parent / f".{self.root.name}.lock"
+
+    @property
+    def resolved_config(self) -> Path:
+        """``<parent>/config.resolved.json``: the pipeline config that made the run, if any."""
+        return self.root.parent / "config.resolved.json"
+
+    def dynamics(self, name: str, *, train_pass: bool = False) -> Path:
+        """``dynamics/<name>.npy`` (``<name>_train_pass.npy`` for the training-pass values)."""
+        return self.root / "dynamics" / f"{name}{TRAIN_PASS if train_pass else ''}.npy"
+
+    @property
+    def checkpoints(self) -> Path:
+        """``checkpoints/``: one ``epoch_XXX/`` folder per saved checkpoint."""
+        return self.root / "checkpoints"
+
+    def checkpoint(self, epoch: int) -> Path:
+        """``checkpoints/epoch_XXX/``: the folder of the checkpoint saved after ``epoch``."""
+        return self.checkpoints / f"epoch_{epoch:03d}"
 
 
 def run_fix(run_dir: str | Path) -> str:
     """What to do about a damaged file in the reference run folder ``run_dir`` (for error messages)."""
-    run_dir = Path(run_dir)
-    config = run_dir / "config.json"
+    layout = RunLayout(Path(run_dir))
+    run_dir, config = layout.root, layout.config
     try:
         small = config.stat().st_size <= MAX_RECORD_BYTES
         recorded = json.loads(config.read_text(encoding="utf-8")).get("source") if small else None
@@ -33,7 +107,7 @@ def run_fix(run_dir: str | Path) -> str:
             f"the run in '{run_dir}' was recorded in a transformers.Trainer run: record it again with "
             "DatadietCallback into an empty run_dir"
         )
-    resolved = run_dir.parent / "config.resolved.json"
+    resolved = layout.resolved_config
     if resolved.is_file():
         return f"delete the run folder '{run_dir}' and rerun: datadiet represent --config {resolved}"
     return (
@@ -46,7 +120,7 @@ def read_run_ids(run_dir: str | Path, *, fix: str | None = None) -> list[str]:
     """The example ids of a reference run (``ids.json``: a list of unique strings), checked."""
     run_dir = Path(run_dir)
     fix = fix or run_fix(run_dir)
-    path = run_dir / "ids.json"
+    path = RunLayout(run_dir).ids
     if not path.is_file():
         raise FileNotFoundError(f"reference run ids file '{path}' does not exist; {fix}.")
     ids = read_json_file(path, name="reference run ids", fix=fix)
@@ -95,7 +169,7 @@ def read_dynamics(run_dir: str | Path, quantity: str, *, in_training: bool = Fal
     if quantity not in QUANTITIES:
         raise ParameterError(f"Unknown dynamics quantity {quantity!r}. Available: {list(QUANTITIES)}.")
     run_dir = Path(run_dir)
-    path = run_dir / "dynamics" / (f"{quantity}_train_pass.npy" if in_training else f"{quantity}.npy")
+    path = RunLayout(run_dir).dynamics(quantity, train_pass=in_training)
     if not path.is_file():
         hint = " (set training.record_in_training: true)" if in_training else ""
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a finished reference run?{hint}")

@@ -5,7 +5,8 @@ Each entry is a folder ``<root>/<key>/`` holding ``values.npy`` (read back with 
 dtype, sizes and sha256 of both files, kind, provenance and the command that rebuilds the entry).
 The key is a fingerprint chain in the style of HF ``datasets``: :func:`make_key` hashes the canonical
 JSON of the provenance (dataset fingerprint, model and weights fingerprint, checkpoint, extractor and
-its non-default parameters, projection seed and dimension, ...).
+its non-default parameters, projection seed and dimension, ...); the store owns the field names
+(:data:`~datadiet.store.keys.PROVENANCE_FIELDS`, built with :func:`provenance`).
 
 Invariants
 ----------
@@ -21,7 +22,7 @@ Invariants
 - Every manifest field is checked for type and range before use; the rebuild command follows the entry when
   its store folder moves (the manifest records ``store_root``).
 
-``verify`` defaults to ``"full"`` (size, header *and* sha256 of ``values.npy``, hashed in 8 MiB chunks):
+``verify`` defaults to ``"full"`` (size, header *and* sha256 of ``values.npy``, hashed in bounded reads):
 sha256 runs at about 1 GB/s, which costs less than one extra read of data that every selector reads in
 full anyway, and it is the only check that catches a flipped byte. Pass ``verify="size"`` (shape, dtype,
 byte size and the small ids file) to reopen a large entry many times within a job.
@@ -30,7 +31,6 @@ byte size and the small ids file) to reopen a large entry many times within a jo
 from __future__ import annotations
 
 import datetime
-import numbers
 import os
 import shutil
 import warnings
@@ -42,117 +42,56 @@ from typing import Any, Literal
 import numpy as np
 
 from datadiet._core.faults import fault_point
-from datadiet._core.files import atomic_write_bytes, atomic_write_json
+from datadiet._core.files import atomic_write_bytes, atomic_write_json, npy_bytes, sha256_file
+from datadiet._core.locks import FileLock
 from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.representations.base import Representation
+from datadiet.store._disk import DISK_FULL, create_values, disk_full_error, reserve_blocks
 from datadiet.store._io import (
-    DISK_FULL,
-    FORMAT,
     IDS,
-    KEY_PATTERN,
     MANIFEST,
     PARTIAL_IDS,
     PARTIAL_VALUES,
     PROGRESS,
     VALUES,
     WRITER_SPEC,
-    FileLock,
     PartialEntryRestartedWarning,
     StoreError,
     auto_chunk_rows,
-    canonical,
-    canonical_json,
     check_ids,
-    check_key,
     check_manifest,
     check_values,
     check_verify,
-    create_values,
-    disk_full_error,
-    fingerprint,
     memmap_representation,
-    npy_bytes,
     read_manifest,
     read_spec,
     reopen_partial,
-    reserve_blocks,
-    sha256_file,
     short_repr,
     write_spec,
 )
+from datadiet.store.keys import (
+    FORMAT,
+    KEY_PATTERN,
+    PROVENANCE_FIELDS,
+    check_key,
+    fingerprint,
+    make_key,
+    provenance,
+    provenance_fields,
+)
 
 __all__ = [
+    "PROVENANCE_FIELDS",
     "PartialEntryRestartedWarning",
     "RepresentationStore",
     "StoreError",
     "StoreWriter",
     "make_key",
+    "provenance",
     "provenance_fields",
 ]
 
 _COMPARED = ("kind", "shape", "dtype", "ids_sha256", "provenance")
-
-
-def make_key(**provenance: Any) -> str:
-    """The store key of a representation: a stable sha256 (32 hex characters) of its provenance.
-
-    Parameters
-    ----------
-    **provenance
-        How the representation was made, e.g. ``dataset=<fingerprint>``, ``model=<id or path>``,
-        ``weights=<fingerprint>``, ``checkpoint=3``, ``extractor="hidden"``,
-        ``params=provenance_fields(params, defaults)``, ``projection={"seed": 0, "dim": 512}``.
-        A parent key may itself be a field, which chains fingerprints. Field order does not matter.
-
-    Returns
-    -------
-    key : str
-        Lowercase hex; the same provenance gives the same key in any process, on any machine.
-
-    Raises
-    ------
-    TypeError
-        If a value has no stable fingerprint (an arbitrary object, a function, non-string dict keys).
-
-    Examples
-    --------
-    >>> make_key(dataset="r8", extractor="hidden") == make_key(extractor="hidden", dataset="r8")
-    True
-    >>> len(make_key(dataset="r8"))
-    32
-    """
-    if not provenance:
-        raise ParameterError("make_key needs at least one provenance field, e.g. make_key(dataset=...).")
-    return fingerprint(provenance)
-
-
-def provenance_fields(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters that differ from their defaults, so a new defaulted parameter keeps old keys valid.
-
-    Parameters
-    ----------
-    params : mapping
-        The parameters used.
-    defaults : mapping
-        Each parameter's default; parameters without a default are always kept.
-
-    Examples
-    --------
-    >>> provenance_fields({"layer": -1, "pooling": "mean", "dim": 8}, {"layer": -1, "pooling": "cls"})
-    {'dim': 8, 'pooling': 'mean'}
-    """
-    return {
-        name: value
-        for name, value in sorted(params.items())
-        if name not in defaults or not _same_value(value, defaults[name], name)
-    }
-
-
-def _same_value(value: Any, default: Any, name: str) -> bool:
-    numbers_only = all(isinstance(v, numbers.Number) and not isinstance(v, bool) for v in (value, default))
-    if numbers_only and value == default:
-        return True  # 1 and 1.0 are the same default
-    return canonical_json(canonical(value, name)) == canonical_json(canonical(default, name))
 
 
 class RepresentationStore:
@@ -216,12 +155,12 @@ class RepresentationStore:
         StoreError
             If the entry does not match its manifest; the message names the field and the fix.
         """
-        entry, verify = self.path(key), check_verify(verify)
+        entry, mode = self.path(key), check_verify(verify)
         if not (entry / MANIFEST).is_file():
             return None
         manifest = read_manifest(entry)
         rebuild = check_manifest(manifest, entry)
-        values = check_values(manifest, entry, rebuild, verify)
+        values = check_values(manifest, entry, rebuild, mode)
         ids = check_ids(manifest, entry, rebuild)
         return memmap_representation(values, manifest["kind"], ids, manifest["provenance"])
 

@@ -1,29 +1,24 @@
-"""Low-level pieces of the representation store: fingerprints, checksums, locks and entry validation.
+"""Low-level pieces of the representation store: entry validation, write specs and resumable partial files.
 
 Nothing here unpickles: arrays go through ``np.save``/``np.load(allow_pickle=False)`` and metadata
-through JSON. The public face is :mod:`datadiet.store`.
+through JSON. The public face is :mod:`datadiet.store`; keys and fingerprints are in
+:mod:`datadiet.store.keys`, disk space in :mod:`datadiet.store._disk`, locks in :mod:`datadiet._core.locks`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import errno
-import fcntl
-import hashlib
-import io
 import json
-import math
 import numbers
 import os
 import re
-import shutil
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datadiet._core.chunks import rows_per_chunk
+from datadiet._core.files import npy_bytes, sha256_bytes, sha256_file
 from datadiet._core.records import (
     MAX_RECORD_BYTES,
     Check,
@@ -36,35 +31,17 @@ from datadiet._core.records import (
 )
 from datadiet.errors import ParameterError, ParameterTypeError, StoreError
 from datadiet.representations.base import KINDS, Representation
+from datadiet.store.keys import FORMAT, canonical, fingerprint
 
-FORMAT = "datadiet.store/1"
-KEY_PATTERN = re.compile(r"[0-9a-f]{16,64}")
-KEY_LENGTH = 32
-HASH_CHUNK_BYTES = 8 * 2**20
 VERIFY_MODES = ("full", "size")
 MANIFEST, VALUES, IDS = "manifest.json", "values.npy", "ids.npy"
 PARTIAL_VALUES, PARTIAL_IDS = "values.npy.partial", "ids.npy.partial"
 PROGRESS, WRITER_SPEC = "progress.npy", "writer.json"
-CHUNK_BYTES = 32 * 2**20
-DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-"""``errno`` values of a write that found no room: a full disk, a file-size limit, a quota."""
-_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
-_ZEROS_BYTES = 8 * 2**20
 
 
 class PartialEntryRestartedWarning(UserWarning):
     """A partial entry's resume files (writer.json, progress.npy, the .partial files) were damaged, so
     the write of that entry started over."""
-
-
-def check_key(key: object) -> str:
-    """Return ``key`` if it is a lowercase hex digest (so it can never name a path outside the root)."""
-    if not isinstance(key, str) or KEY_PATTERN.fullmatch(key) is None:
-        raise ParameterError(
-            f"Store keys must be 16-64 lowercase hex characters (0-9, a-f). Got {key!r} instead. "
-            "Build keys with datadiet.store.make_key(**provenance)."
-        )
-    return key
 
 
 def check_verify(verify: object) -> str:
@@ -75,92 +52,7 @@ def check_verify(verify: object) -> str:
     return str(verify)
 
 
-# ---------------------------------------------------------------------------------------------- fingerprints
-def canonical(value: Any, where: str = "provenance") -> Any:
-    """Turn ``value`` into JSON-native data with one spelling per value, or raise ``TypeError``.
-
-    Tuples become lists, numpy scalars Python numbers, paths strings, sets sorted lists, arrays a
-    ``{"__ndarray__": {dtype, shape, sha256}}`` record and dataclasses a dict tagged with their class.
-    Anything else raises: an object without a stable fingerprint must never yield a random key.
-    """
-    if value is None or isinstance(value, (bool, np.bool_, str)):
-        return value if not isinstance(value, np.bool_) else bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        return number if math.isfinite(number) else {"__float__": repr(number)}  # JSON has no inf/nan
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, Mapping):
-        return _canonical_mapping(value, where)
-    if isinstance(value, (list, tuple)):
-        return [canonical(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    if isinstance(value, (set, frozenset)):
-        items = [canonical(item, f"{where}{{}}") for item in value]
-        return sorted(items, key=canonical_json)
-    if isinstance(value, np.ndarray):
-        return _canonical_array(value, where)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return {"__dataclass__": type(value).__qualname__, **_canonical_mapping(fields, where)}
-    raise ParameterTypeError(
-        f"{where} has type {type(value).__name__}, which has no stable fingerprint. Pass JSON-like values "
-        "(str, int, float, bool, None, list, dict), numpy arrays or dataclasses; for a model, tokenizer "
-        "or function pass its name or path plus a fingerprint of its weights."
-    )
-
-
-def _canonical_mapping(value: Mapping, where: str) -> dict[str, Any]:
-    bad = [key for key in value if not isinstance(key, str)]
-    if bad:
-        raise ParameterTypeError(f"{where} has non-string keys {bad[:3]}; provenance keys must be strings.")
-    return {key: canonical(value[key], f"{where}.{key}") for key in sorted(value)}
-
-
-def _canonical_array(value: np.ndarray, where: str) -> dict[str, Any]:
-    if value.dtype.hasobject:
-        raise ParameterTypeError(
-            f"{where} is an object array, which has no stable fingerprint; use a numeric array."
-        )
-    data = np.ascontiguousarray(value)
-    digest = hashlib.sha256(data.tobytes()).hexdigest()
-    return {"__ndarray__": {"dtype": data.dtype.str, "shape": list(data.shape), "sha256": digest}}
-
-
-def canonical_json(value: Any) -> str:
-    """The canonical JSON text of already-canonical data (sorted keys, no spaces, no NaN)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def fingerprint(value: Any, *, length: int = KEY_LENGTH) -> str:
-    """A stable hex sha256 of ``value``'s canonical JSON (see :func:`canonical`)."""
-    text = f"{FORMAT}\n{canonical_json(canonical(value))}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
-
-
-# ----------------------------------------------------------------------------------------- files and arrays
-def sha256_file(path: Path, *, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
-    """The sha256 of a file, read in fixed-size chunks so memory stays bounded."""
-    digest = hashlib.sha256()
-    buffer = bytearray(chunk_bytes)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while True:
-            n_read = handle.readinto(buffer)
-            if not n_read:
-                break
-            digest.update(view[:n_read])
-    return digest.hexdigest()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    """The ``.npy`` encoding of ``array`` (never pickled)."""
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
+# ---------------------------------------------------------------------------------------------- ids, dtypes
 def normalize_ids(ids: object, n_rows: int) -> np.ndarray:
     """Example ids as a plain (non-object) array: integers as given, strings as fixed-width unicode."""
     array = np.arange(n_rows) if ids is None else np.asarray(ids)
@@ -205,76 +97,6 @@ def operator_index(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ParameterTypeError(f"{value!r} is not an int")
     return int(value)
-
-
-# -------------------------------------------------------------------------------------------------- locking
-class FileLock:
-    """An exclusive ``fcntl.flock`` on ``path``; the OS drops it when its holder dies, so it never goes stale.
-
-    Parameters
-    ----------
-    path : Path
-        The lock file (created if needed and left in place: unlinking a lock file races with waiters).
-    timeout : float or None
-        Seconds to wait for another holder; ``None`` waits forever.
-    what : str
-        What the lock protects, for the timeout message.
-    """
-
-    def __init__(self, path: Path, *, timeout: float | None, what: str) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.what = what
-        self._fd: int | None = None
-
-    def acquire(self) -> FileLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            self._wait(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return self
-
-    def _wait(self, fd: int) -> None:
-        if self.timeout is None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return
-        deadline, pause = time.monotonic() + self.timeout, 0.01
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StoreError(
-                        f"Timed out after {self.timeout:g} s waiting for the lock '{self.path}' on "
-                        f"{self.what}: another process is writing it. Wait for that process to finish "
-                        "(the entry is then reused), or pass a larger lock_timeout to RepresentationStore. "
-                        "The lock is released when its holder exits, so a stale lock cannot be the cause."
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.25)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
-
-    def __del__(self) -> None:  # an abandoned holder (e.g. a writer left unfinished) frees the lock
-        self.release()
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def __enter__(self) -> FileLock:
-        return self.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
 
 
 # ------------------------------------------------------------------------------------------ entry validation
@@ -493,7 +315,7 @@ def write_spec(
             )
     spec = {
         "format": FORMAT, "key": key, "kind": kind, "shape": list(shape), "dtype": check_dtype(dtype).str,
-        "ids_dtype": ids.dtype.str, "ids_sha256": hashlib.sha256(npy_bytes(ids)).hexdigest(),
+        "ids_dtype": ids.dtype.str, "ids_sha256": sha256_bytes(npy_bytes(ids)),
         "provenance": canonical(dict(provenance)), "rebuild": rebuild, "chunk_rows": chunk_rows,
     }  # fmt: skip
     return spec, ids
@@ -501,7 +323,7 @@ def write_spec(
 
 def auto_chunk_rows(spec: Mapping[str, Any]) -> int:
     row_bytes = int(np.prod(spec["shape"][1:], dtype=np.int64)) * np.dtype(spec["dtype"]).itemsize
-    return max(1, min(spec["shape"][0], CHUNK_BYTES // max(1, row_bytes)))
+    return max(1, min(spec["shape"][0], rows_per_chunk(row_bytes)))
 
 
 _SPEC_FIELDS: dict[str, Check] = {
@@ -632,93 +454,6 @@ def _read_progress(path: Path, n_chunks: int) -> tuple[np.ndarray | None, str | 
     if done.dtype != bool or done.shape != (n_chunks,):
         return None, f"{path.name} holds {done.dtype} {done.shape}, expected bool ({n_chunks},)"
     return done, None
-
-
-# ------------------------------------------------------------------------------------------- disk space
-def create_values(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap:
-    """A new zero-filled ``.npy`` mapped writable, with every block reserved on disk first.
-
-    A plain ``open_memmap(..., "w+")`` file is sparse: a store into it that needs a block on a full disk
-    kills the process with SIGBUS. Reserving the blocks turns a full disk into an ``OSError`` here.
-    """
-    values = np.lib.format.open_memmap(path, "w+", dtype, shape)
-    try:
-        reserve_blocks(path, start=int(values.offset), zero_filled=True)
-    except BaseException:
-        del values
-        raise
-    return values
-
-
-def reserve_blocks(path: Path, *, start: int, zero_filled: bool) -> None:
-    """Allocate the blocks of ``path`` from byte ``start`` on, so writes through a map cannot hit ENOSPC.
-
-    Uses ``posix_fallocate``; where a file system does not support it, writes zeros: over the whole range
-    when it is known to hold only zeros (``zero_filled``), else into its holes only.
-    """
-    fd = os.open(path, os.O_RDWR)
-    try:
-        size = os.fstat(fd).st_size
-        if size <= start:
-            return
-        if hasattr(os, "posix_fallocate"):
-            try:
-                os.posix_fallocate(fd, start, size - start)
-                return
-            except OSError as exc:
-                if exc.errno not in _UNSUPPORTED:
-                    raise
-        if zero_filled:
-            _write_zeros(fd, start, size)
-        else:
-            _fill_holes(fd, start, size)
-    finally:
-        os.close(fd)
-
-
-def _write_zeros(fd: int, start: int, stop: int) -> None:
-    zeros = bytes(min(_ZEROS_BYTES, stop - start))
-    position = start
-    while position < stop:
-        position += os.pwrite(fd, zeros[: stop - position], position)
-
-
-def _fill_holes(fd: int, start: int, size: int) -> None:
-    """Write zeros where ``fd`` has holes (which read as zeros, so the content is unchanged)."""
-    if not hasattr(os, "SEEK_HOLE"):
-        return
-    position = start
-    while position < size:
-        try:
-            hole = os.lseek(fd, position, os.SEEK_HOLE)
-        except OSError:  # the file system cannot tell: leave the file as it is
-            return
-        if hole >= size:
-            return
-        try:
-            data = os.lseek(fd, hole, os.SEEK_DATA)
-        except OSError:  # ENXIO: a hole up to the end
-            data = size
-        _write_zeros(fd, hole, data)
-        position = data
-
-
-def disk_full_error(exc: OSError, key: str, entry: Path, doing: str, kept: str) -> OSError:
-    """One line for a write that found no room: the entry, what needed the space, the free space, the fix
-    and what was kept (``kept``)."""
-    try:
-        free = f"; {shutil.disk_usage(entry if entry.exists() else entry.parent).free:,} bytes free there"
-    except OSError:
-        free = ""
-    remedy = {
-        errno.EFBIG: "Raise the file-size limit (ulimit -f)",
-        errno.EDQUOT: "Raise your disk quota or free some of it",
-    }.get(exc.errno or 0, "Free space on that disk")
-    return OSError(
-        exc.errno,
-        f"No room to write store entry '{key}' in '{entry}': {doing} failed ({os.strerror(exc.errno or 0)}"
-        f"{free}). {remedy}, or set represent.store to a folder on a disk with room, and rerun; {kept}.",
-    )
 
 
 def short_repr(value: Any, limit: int = 160) -> str:

@@ -18,16 +18,18 @@ Run directory (fixed layout, read back by :class:`ReferenceRun`)::
     run_dir/state/state.pt                   resume state after the last finished epoch (removed at the end)
     run_dir/DONE                             written last
 
-Every file is written atomically. A rerun with the same config, model and dataset resumes after the last
-finished epoch, identical to an uninterrupted run; anything different is refused, naming the field
-(:func:`check_run_dir` makes the same check without writing anything). Every file read back is checked and a
-damaged one is refused in one line naming it and the fix; a damaged ``state.pt`` restarts the training with a
-:class:`ResumeStateWarning`.
+Every file is written atomically by the folder's one writer, :class:`~datadiet.training.writer.RunWriter`
+(also used by :class:`~datadiet.training.hf_trainer.DatadietCallback`); the writer and the readers take the
+paths from one :class:`~datadiet.representations.dynamics.RunLayout`. A rerun with the same config, model
+and dataset resumes after the last finished epoch, identical to an uninterrupted run; anything different is
+refused, naming the field (:func:`check_run_dir` makes the same check without writing anything). Every file
+read back is checked and a damaged one is refused in one line naming it and the fix; a damaged ``state.pt``
+restarts the training with a :class:`ResumeStateWarning`.
 """
 
+from datadiet.representations.dynamics import QUANTITIES, RunLayout
 from datadiet.training.loop import ResumeStateWarning, _Loop, check_run_dir, fit, predict, train_reference
 from datadiet.training.run import (
-    METRICS,
     Checkpoint,
     ReferenceRun,
     adam_moments,
@@ -36,12 +38,15 @@ from datadiet.training.run import (
     read_run_config,
 )
 from datadiet.training.settings import TrainConfig
+from datadiet.training.writer import RunWriter
 
 __all__ = [  # _Loop is re-exported for the tests that patch it
-    "METRICS",
+    "QUANTITIES",
     "Checkpoint",
     "ReferenceRun",
     "ResumeStateWarning",
+    "RunLayout",
+    "RunWriter",
     "TrainConfig",
     "_Loop",
     "adam_moments",

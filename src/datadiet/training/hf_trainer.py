@@ -25,9 +25,7 @@ not a :meth:`~datadiet.models.base.ReferenceModel.describe` dict, so ``Reference
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import io
 import json
 import os
 import warnings
@@ -37,17 +35,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save as save_safetensors
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from datadiet._core.files import atomic_write_bytes, atomic_write_json
+from datadiet._core.checks import check_number
+from datadiet._core.files import sha256_bytes
 from datadiet.errors import ParameterError, ParameterTypeError
-from datadiet.models.base import check_number, inference_mode
-from datadiet.representations.dynamics import run_fix
+from datadiet.models.base import inference_mode
+from datadiet.representations.dynamics import (
+    ADAM_STATE,
+    IDS_FILE,
+    QUANTITIES,
+    TRAIN_PASS,
+    TRAINABLE,
+    RunLayout,
+    run_fix,
+)
 from datadiet.representations.gradients import adam_state_from_optimizer
-from datadiet.training import adam_moments, load_tensors
+from datadiet.training.run import adam_moments, load_tensors
+from datadiet.training.writer import RunWriter
 
-METRICS: tuple[str, ...] = ("prob", "loss", "correct")
 INDEX_COLUMNS: tuple[str, ...] = ("idx", "id")
 _ARG_FIELDS = (
     "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -105,6 +111,7 @@ class DatadietCallback(TrainerCallback):
                 f"Got {record_in_training!r} instead."
             )
         self.run_dir = Path(run_dir)
+        self._writer = RunWriter(self.run_dir)
         self.train_dataset = _check_dataset(train_dataset)
         self.ids = _check_ids(ids, len(train_dataset))
         self.checkpoint_epochs = _check_epochs(checkpoint_epochs)
@@ -139,9 +146,9 @@ class DatadietCallback(TrainerCallback):
         """Start a new epoch column (and the training-pass columns)."""
         self._epoch, self._lrs = self._epoch + 1, []
         if self.record_in_training:
-            for metric in METRICS:
+            for quantity in QUANTITIES:
                 column = np.full(len(self.train_dataset), np.nan, np.float32)
-                self._columns.setdefault(f"{metric}_train_pass", []).append(column)
+                self._columns.setdefault(f"{quantity}{TRAIN_PASS}", []).append(column)
 
     def on_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -165,17 +172,15 @@ class DatadietCallback(TrainerCallback):
     ) -> None:
         """Write the dynamics, the final weights, ids.json, config.json and, last, DONE."""
         self._remove_hooks()
-        for name, columns in self._columns.items():
-            buffer = io.BytesIO()
-            np.save(buffer, np.stack(columns, axis=1).astype(np.float32), allow_pickle=False)
-            atomic_write_bytes(self.run_dir / "dynamics" / f"{name}.npy", buffer.getvalue())
+        writer = self._writer
+        writer.write_dynamics({name: np.stack(columns, axis=1).astype(np.float32)
+                               for name, columns in self._columns.items()})  # fmt: skip
         model = kwargs["model"]
-        final = _safetensors_bytes(_trainable_state(model))
-        atomic_write_bytes(self.run_dir / "final" / "trainable.safetensors", final)
-        atomic_write_json(self.run_dir / "ids.json", self.ids)
+        final = writer.write_final(_trainable_state(model))
+        writer.write_ids(self.ids)
         config = self._config(args, state, model)
-        atomic_write_json(self.run_dir / "config.json", {**config, "final_sha256": _sha256(final)})
-        atomic_write_json(self.run_dir / "DONE", {"epochs": self._epoch, "global_step": state.global_step})
+        writer.write_config({**config, "final_sha256": _sha256(final)})
+        writer.finish(self._epoch, state.global_step)
 
     # --- internals -------------------------------------------------------------------------------------
     def _check_run(self, args: TrainingArguments, state: TrainerState, dataloader: Any) -> None:
@@ -216,7 +221,7 @@ class DatadietCallback(TrainerCallback):
     def _evaluate(self, model: torch.nn.Module) -> None:
         """One pass over the training set in row order; appends a column per metric."""
         n, device = len(self.train_dataset), _device(model)
-        values = {metric: np.full(n, np.nan, np.float32) for metric in METRICS}
+        values = {quantity: np.full(n, np.nan, np.float32) for quantity in QUANTITIES}
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda), inference_mode(model):
             for start in range(0, n, self.eval_batch_size):
@@ -249,7 +254,7 @@ class DatadietCallback(TrainerCallback):
                 "every batch: keep it in the dataset and set TrainingArguments(remove_unused_columns=False)."
             )
         rows = np.array([self._row(int(v)) for v in torch.as_tensor(index).reshape(-1).tolist()])
-        values = {m: self._columns[f"{m}_train_pass"][-1] for m in METRICS}
+        values = {q: self._columns[f"{q}{TRAIN_PASS}"][-1] for q in QUANTITIES}
         labels = _labels(kwargs.get("labels"))
         _record(values, rows, _logits(output).detach(), labels.to(_logits(output).device))
 
@@ -262,14 +267,10 @@ class DatadietCallback(TrainerCallback):
         return self._row_of[value]
 
     def _write_checkpoint(self, model: torch.nn.Module, optimizer: Any, state: TrainerState) -> None:
-        folder = self.run_dir / "checkpoints" / f"epoch_{self._epoch:03d}"
-        trainable = _trainable_state(model)
-        atomic_write_bytes(folder / "trainable.safetensors", _safetensors_bytes(trainable))
-        atomic_write_bytes(
-            folder / "adam_state.safetensors", _safetensors_bytes(_adam_state(model, optimizer))
-        )
         meta = {"epoch": self._epoch, "lr": self._epoch_lrs[-1], "global_step": int(state.global_step)}
-        atomic_write_json(folder / "checkpoint.json", {**meta, "steps_in_epoch": self._epoch_steps[-1]})
+        meta["steps_in_epoch"] = self._epoch_steps[-1]
+        trainable = _trainable_state(model)
+        self._writer.write_checkpoint(self._epoch, trainable, _adam_state(model, optimizer), meta)
         self._saved.append(self._epoch)
 
     def _config(self, args: TrainingArguments, state: TrainerState, model: torch.nn.Module) -> dict[str, Any]:
@@ -282,7 +283,7 @@ class DatadietCallback(TrainerCallback):
             "eval_batch_size": self.eval_batch_size,
             "record_in_training": self.record_in_training,
         }
-        dataset = {"n": len(self.train_dataset), "ids_file": "ids.json", "ids_sha256": _sha256(self.ids)}
+        dataset = {"n": len(self.train_dataset), "ids_file": IDS_FILE, "ids_sha256": _sha256(self.ids)}
         dataset.update(fingerprint=getattr(self.train_dataset, "_fingerprint", None), index=self.index_column)
         train_config = {name: getattr(args, name, None) for name in _ARG_FIELDS}
         train_config["checkpoint_epochs"] = (
@@ -316,13 +317,13 @@ def load_trainer_run(
         That checkpoint's Adam moments per trained parameter (what ``per_sample_gradients`` takes as
         ``adam_state``); ``None`` for the final weights.
     """
-    run_dir = Path(run_dir)
-    folder = run_dir / "final" if epoch is None else run_dir / "checkpoints" / f"epoch_{epoch:03d}"
-    if not (folder / "trainable.safetensors").is_file():
-        saved = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch_*"))
-        raise FileNotFoundError(f"'{folder}' holds no trainable.safetensors; saved checkpoints: {saved}.")
-    fix = run_fix(run_dir)
-    state = load_tensors(folder / "trainable.safetensors", fix=fix)
+    layout = RunLayout(Path(run_dir))
+    folder = layout.final.parent if epoch is None else layout.checkpoint(epoch)
+    if not (folder / TRAINABLE).is_file():
+        saved = sorted(p.name for p in layout.checkpoints.glob("epoch_*"))
+        raise FileNotFoundError(f"'{folder}' holds no {TRAINABLE}; saved checkpoints: {saved}.")
+    fix = run_fix(layout.root)
+    state = load_tensors(folder / TRAINABLE, fix=fix)
     params = dict(_trainable_parameters(model))
     reshaped = sorted(name for name in set(state) & set(params) if state[name].shape != params[name].shape)
     if set(state) != set(params) or reshaped:
@@ -336,7 +337,7 @@ def load_trainer_run(
             param.copy_(state[name].to(device=param.device, dtype=param.dtype))
     if epoch is None:
         return None
-    path = folder / "adam_state.safetensors"
+    path = folder / ADAM_STATE
     return adam_moments(load_tensors(path, fix=fix), list(params.items()), path, fix)
 
 
@@ -532,13 +533,8 @@ def _length(dataset: Any) -> int | None:
         return None
 
 
-def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    return save_safetensors({name: t.contiguous() for name, t in tensors.items()})
-
-
 def _sha256(value: Any) -> str:
-    payload = value if isinstance(value, bytes) else json.dumps(value).encode("utf-8")
-    return hashlib.sha256(payload).hexdigest()
+    return sha256_bytes(value if isinstance(value, bytes) else json.dumps(value).encode("utf-8"))
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -13,17 +12,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save as save_safetensors
-from tqdm.auto import tqdm
 
 from datadiet._core.faults import fault_point
-from datadiet._core.files import atomic_write_bytes, atomic_write_json
+from datadiet._core.locks import FileLock
+from datadiet._core.progress import track
 from datadiet.data.dataset import Dataset
 from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.models.base import ReferenceModel, inference_mode, seeded_torch, text_lengths
-from datadiet.store._io import FileLock
-from datadiet.training.run import METRICS, ReferenceRun, _jsonable, _raise_on_difference, read_run_config
+from datadiet.representations.dynamics import IDS_FILE, QUANTITIES, TRAIN_PASS, RunLayout
+from datadiet.training.run import ReferenceRun, _jsonable, _raise_on_difference, read_run_config
 from datadiet.training.settings import TrainConfig
+from datadiet.training.writer import RunWriter
 
 _IDENTITY = ("train_config", "model", "dataset")
 
@@ -45,45 +44,46 @@ def train_reference(
         Output folder; an unfinished run there with the same identity is resumed. A second process
         training into the same folder waits on the lock file ``<parent>/.<name>.lock``, then reuses the run.
     progress : bool
-        Show tqdm bars.
+        Show progress bars.
 
     Returns
     -------
     ReferenceRun
     """
     _check_inputs(model, train, config)
-    run_dir = Path(run_dir)
+    writer = RunWriter(run_dir)
     identity = _identity(model, train, config)
     # one trainer per run_dir: a second process waits here, then finds DONE and reuses the run
-    lock = FileLock(run_dir.parent / f".{run_dir.name}.lock", timeout=None, what=f"reference run '{run_dir}'")
+    lock = FileLock(writer.layout.lock, timeout=None, what=f"reference run '{writer.layout.root}'")
     with lock:
-        return _train_locked(model, train, config, run_dir, identity, progress)
+        return _train_locked(model, train, config, writer, identity, progress)
 
 
 def _train_locked(
-    model: ReferenceModel, train: Dataset, config: TrainConfig, run_dir: Path, identity: dict[str, Any],
+    model: ReferenceModel, train: Dataset, config: TrainConfig, writer: RunWriter, identity: dict[str, Any],
     progress: bool,
 ) -> ReferenceRun:  # fmt: skip
-    _claim_run_dir(run_dir, identity, train, config)
-    if (run_dir / "DONE").is_file():
-        finished = ReferenceRun.open(run_dir)
+    layout = writer.layout
+    _claim_run_dir(writer, identity, train, config)
+    if layout.done.is_file():
+        finished = ReferenceRun.open(layout.root)
         finished.load_final(model)
         model.module.eval()
         return finished
-    loop, state_path = _Loop(model, train, config, progress), run_dir / "state" / "state.pt"
+    loop = _Loop(model, train, config, progress)
     with seeded_torch(config.seed):  # dropout draws from this forked RNG
-        if not loop.restore(state_path):
-            loop.save(state_path)  # epoch 0: the initial weights, so even a crash in epoch 1 resumes cleanly
+        if not loop.restore(layout.state):
+            writer.write_state(loop.state())  # epoch 0: the initial weights, so a crash in epoch 1 resumes
         for epoch in range(loop.epoch + 1, config.epochs + 1):
             loop.run_epoch(epoch)
             if epoch in config.checkpoint_schedule:
-                _write_checkpoint(run_dir, epoch, loop)
+                _write_checkpoint(writer, epoch, loop)
                 fault_point("train.checkpoint")
-            loop.save(state_path)
+            writer.write_state(loop.state())
             fault_point("train.epoch")
     model.module.eval()
-    _finish(run_dir, loop)
-    return ReferenceRun.open(run_dir)
+    _finish(writer, loop)
+    return ReferenceRun.open(layout.root)
 
 
 class _Loop:
@@ -99,7 +99,7 @@ class _Loop:
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, _warmup_steps(config, total), total)
         self.rng = np.random.default_rng(config.seed)
         self.epoch, self.global_step, self.epoch_lrs = 0, 0, []
-        names = [*METRICS, *(f"{m}_train_pass" for m in METRICS if config.record_in_training)]
+        names = [*QUANTITIES, *(f"{q}{TRAIN_PASS}" for q in QUANTITIES if config.record_in_training)]
         self.arrays = {name: np.full((len(train), config.epochs), np.nan, np.float32) for name in names}
 
     def run_epoch(self, epoch: int) -> None:
@@ -109,13 +109,13 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)  # stale gradients of a crashed call on the same model
         order = self.rng.permutation(len(self.train))
         starts = range(0, len(order), self.config.batch_size)
-        for start in tqdm(starts, desc=f"epoch {epoch}", disable=not self.progress, leave=False):
+        for start in track(starts, f"epoch {epoch}", enabled=self.progress, transient=True):
             idx = order[start : start + self.config.batch_size]
             batch = self.model.to_device(self.model.collate(self.train, idx))
             lrs.append(float(self.scheduler.get_last_lr()[0]))
             if self.config.record_in_training:
                 stats = self.model.example_stats(module, batch)
-                self._record(idx, epoch, {k: v.detach() for k, v in stats.items()}, suffix="_train_pass")
+                self._record(idx, epoch, {k: v.detach() for k, v in stats.items()}, suffix=TRAIN_PASS)
                 loss = stats["loss"].mean()
             else:
                 loss = self.model.per_example_loss(module, batch).mean()
@@ -138,13 +138,13 @@ class _Loop:
                 self._record(idx, epoch, self.model.example_stats(self.model.module, batch), suffix="")
 
     def _record(self, idx: np.ndarray, epoch: int, stats: dict[str, torch.Tensor], suffix: str) -> None:
-        for metric in METRICS:
-            self.arrays[metric + suffix][idx, epoch - 1] = stats[metric].float().cpu().numpy()
+        for quantity in QUANTITIES:
+            self.arrays[quantity + suffix][idx, epoch - 1] = stats[quantity].float().cpu().numpy()
 
-    def save(self, path: Path) -> None:
-        """Write everything needed to continue after ``self.epoch``, atomically, as one file."""
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue after ``self.epoch`` (written by :meth:`RunWriter.write_state`)."""
         device = self.model.device
-        state = {
+        return {
             "epoch": self.epoch,
             "global_step": self.global_step,
             "epoch_lrs": list(self.epoch_lrs),
@@ -156,9 +156,6 @@ class _Loop:
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "arrays": {name: torch.from_numpy(array.copy()) for name, array in self.arrays.items()},
         }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
 
     def restore(self, path: Path) -> bool:
         """Load the state saved after the last finished epoch (RNGs included); False when there is none.
@@ -345,7 +342,7 @@ def _dataset_identity(train: Dataset, inputs: dict[str, Any] | None = None) -> d
     store entries of the run (see pipeline.run_fingerprint)."""
     dataset = {"name": train.name, "split": train.split, "fingerprint": train.fingerprint(), "n": len(train)}
     dataset.update(inputs or {})
-    dataset.update(label_names=list(train.label_names), ids_file="ids.json")
+    dataset.update(label_names=list(train.label_names), ids_file=IDS_FILE)
     return dataset
 
 
@@ -358,7 +355,7 @@ def check_run_dir(
     the dataset are compared (so a mismatch is found before a model is built).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
+    if not RunLayout(run_dir).config.is_file():
         return
     if model is None:
         current = {"train_config": config.to_dict(), "dataset": _dataset_identity(train)}
@@ -372,10 +369,10 @@ def _stored_identity(run_dir: Path) -> dict[str, Any]:
     return {key: stored.get(key) for key in _IDENTITY}
 
 
-def _claim_run_dir(run_dir: Path, identity: dict[str, Any], train: Dataset, config: TrainConfig) -> None:
+def _claim_run_dir(writer: RunWriter, identity: dict[str, Any], train: Dataset, config: TrainConfig) -> None:
     """Write config.json and ids.json for a new run, or check that an existing run is the same one."""
-    config_path = run_dir / "config.json"
-    if config_path.is_file():
+    run_dir = writer.layout.root
+    if writer.layout.config.is_file():
         _raise_on_difference(_stored_identity(run_dir), identity, run_dir)
         return
     steps = math.ceil(len(train) / config.batch_size)
@@ -385,31 +382,21 @@ def _claim_run_dir(run_dir: Path, identity: dict[str, Any], train: Dataset, conf
         "total_steps": steps * config.epochs,
         "warmup_steps": _warmup_steps(config, steps * config.epochs),
     }
-    atomic_write_json(run_dir / "ids.json", [str(i) for i in train.ids.tolist()])
-    atomic_write_json(config_path, {**identity, "train_config_resolved": resolved})
+    writer.write_ids([str(i) for i in train.ids.tolist()])
+    writer.write_config({**identity, "train_config_resolved": resolved})
 
 
-def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    return save_safetensors({name: t.detach().cpu().contiguous() for name, t in tensors.items()})
-
-
-def _write_checkpoint(run_dir: Path, epoch: int, loop: _Loop) -> None:
-    folder = run_dir / "checkpoints" / f"epoch_{epoch:03d}"
-    atomic_write_bytes(folder / "trainable.safetensors", _safetensors_bytes(loop.model.trainable_state()))
-    atomic_write_bytes(folder / "adam_state.safetensors", _safetensors_bytes(loop.adam_state()))
+def _write_checkpoint(writer: RunWriter, epoch: int, loop: _Loop) -> None:
     meta = {"epoch": epoch, "lr": loop.epoch_lrs[epoch - 1], "global_step": loop.global_step}
-    atomic_write_json(folder / "checkpoint.json", {**meta, "steps_in_epoch": loop.steps_per_epoch})
+    meta["steps_in_epoch"] = loop.steps_per_epoch
+    writer.write_checkpoint(epoch, loop.model.trainable_state(), loop.adam_state(), meta)
 
 
-def _finish(run_dir: Path, loop: _Loop) -> None:
-    for name, array in loop.arrays.items():
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        atomic_write_bytes(run_dir / "dynamics" / f"{name}.npy", buffer.getvalue())
-    final = _safetensors_bytes(loop.model.trainable_state())
-    atomic_write_bytes(run_dir / "final" / "trainable.safetensors", final)
-    atomic_write_json(run_dir / "DONE", {"epochs": loop.epoch, "global_step": loop.global_step})
-    (run_dir / "state" / "state.pt").unlink(missing_ok=True)
+def _finish(writer: RunWriter, loop: _Loop) -> None:
+    writer.write_dynamics(loop.arrays)
+    writer.write_final(loop.model.trainable_state())
+    writer.finish(loop.epoch, loop.global_step)
+    writer.drop_state()
 
 
 def fit(
@@ -433,9 +420,7 @@ def fit(
         module.train()
         for epoch in range(1, config.epochs + 1):
             order = loop.rng.permutation(len(train))
-            for start in tqdm(
-                range(0, len(order), config.batch_size), desc=f"fit {epoch}", disable=not progress
-            ):
+            for start in track(range(0, len(order), config.batch_size), f"fit {epoch}", enabled=progress):
                 idx = order[start : start + config.batch_size]
                 batch = model.to_device(model.collate(train, idx))
                 losses = model.per_example_loss(module, batch)

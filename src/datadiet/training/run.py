@@ -1,6 +1,7 @@
-"""Reading a reference-run folder back: :class:`ReferenceRun`, its checkpoints, config and weights.
+"""Reading a reference-run folder back: :class:`ReferenceRun`, its checkpoints, config, ids and weights.
 
-The layout is described in :mod:`datadiet.training`."""
+The layout is described in :mod:`datadiet.training`; its paths come from
+:class:`~datadiet.representations.dynamics.RunLayout`, which the writer uses too."""
 
 from __future__ import annotations
 
@@ -30,9 +31,17 @@ from datadiet._core.records import (
 )
 from datadiet.errors import ParameterError
 from datadiet.models.base import ReferenceModel
-from datadiet.representations.dynamics import load_dynamics_file, read_run_ids, run_fix
+from datadiet.representations.dynamics import (
+    ADAM_STATE,
+    CHECKPOINT_META,
+    QUANTITIES,
+    TRAINABLE,
+    RunLayout,
+    load_dynamics_file,
+    read_run_ids,
+    run_fix,
+)
 
-METRICS: tuple[str, ...] = ("prob", "loss", "correct")
 _IGNORED_FIELDS = ("model.model_path",)  # the weights fingerprint identifies the model, not its location
 
 
@@ -76,20 +85,20 @@ class ReferenceRun:
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str]) -> ReferenceRun:
         """Read a finished run; refuses an unfinished one."""
-        run_dir = Path(run_dir)
-        if not (run_dir / "DONE").is_file():
+        run_dir, layout = Path(run_dir), RunLayout(Path(run_dir))
+        if not layout.done.is_file():
             raise FileNotFoundError(
                 f"'{run_dir}' holds no finished reference run (no DONE marker); run train_reference with the "
                 "same config, model and dataset to finish it."
             )
         fix = run_fix(run_dir)
-        _run_record(run_dir / "DONE", "reference run DONE marker", _DONE_FIELDS, fix)
+        _run_record(layout.done, "reference run DONE marker", _DONE_FIELDS, fix)
         config = read_run_config(run_dir, fix=fix)
         ids = np.asarray(read_run_ids(run_dir, fix=fix), dtype=object)
         n = config["dataset"].get("n")
         if n is not None and n != len(ids):
             raise ParameterError(
-                f"reference run ids file '{run_dir / 'ids.json'}' holds {len(ids)} ids but config.json's "
+                f"reference run ids file '{layout.ids}' holds {len(ids)} ids but config.json's "
                 f"dataset.n is {n}; {fix}."
             )
         schedule = config["train_config_resolved"]["checkpoint_schedule"]
@@ -97,9 +106,9 @@ class ReferenceRun:
 
     def dynamics(self, metric: str = "prob", *, train_pass: bool = False) -> np.ndarray:
         """The (n_examples, epochs) float32 array of ``metric`` ("prob", "loss", "correct"), memory-mapped."""
-        if metric not in METRICS:
-            raise ParameterError(f"Unknown metric {metric!r}. Available: {list(METRICS)}.")
-        path = self.run_dir / "dynamics" / f"{metric}{'_train_pass' if train_pass else ''}.npy"
+        if metric not in QUANTITIES:
+            raise ParameterError(f"Unknown metric {metric!r}. Available: {list(QUANTITIES)}.")
+        path = RunLayout(self.run_dir).dynamics(metric, train_pass=train_pass)
         if train_pass and not path.is_file():
             raise FileNotFoundError(
                 f"'{path}' does not exist; training-pass values are recorded only with "
@@ -149,15 +158,15 @@ class ReferenceRun:
         self._check_model(model)
         folder = self.checkpoint(epoch).path
         fix = run_fix(self.run_dir)
-        moments = load_tensors(folder / "adam_state.safetensors", fix=fix)  # checked before any weight moves
-        adam = adam_moments(moments, model.trainable_parameters(), folder / "adam_state.safetensors", fix)
-        load_weights(model, folder / "trainable.safetensors", fix=fix)
+        moments = load_tensors(folder / ADAM_STATE, fix=fix)  # checked before any weight moves
+        adam = adam_moments(moments, model.trainable_parameters(), folder / ADAM_STATE, fix)
+        load_weights(model, folder / TRAINABLE, fix=fix)
         return adam
 
     def load_final(self, model: ReferenceModel) -> None:
         """Load the final trained weights into ``model``."""
         self._check_model(model)
-        load_weights(model, self.run_dir / "final" / "trainable.safetensors", fix=run_fix(self.run_dir))
+        load_weights(model, RunLayout(self.run_dir).final, fix=run_fix(self.run_dir))
 
     def _check_model(self, model: ReferenceModel) -> None:
         if self.config.get("source") == "transformers.Trainer":  # recorded by DatadietCallback
@@ -168,7 +177,7 @@ class ReferenceRun:
 
     def _check_trainable_names(self, model: ReferenceModel) -> None:
         """A Trainer-recorded run fits ``model`` when the saved tensors are its trainable parameters."""
-        path = self.run_dir / "final" / "trainable.safetensors"
+        path = RunLayout(self.run_dir).final
         _require_file(path, run_fix(self.run_dir))
         try:
             with safe_open(path, framework="pt") as saved:
@@ -218,7 +227,7 @@ def read_run_config(run_dir: str | os.PathLike[str], *, fix: str | None = None) 
     a list of distinct increasing epochs and ``dataset.n`` a positive int."""
     run_dir = Path(run_dir)
     fix = fix or run_fix(run_dir)
-    path = run_dir / "config.json"
+    path = RunLayout(run_dir).config
     required = ("model", "dataset", "train_config", "train_config_resolved")
     config = _run_record(path, "reference run config", _RUN_CONFIG_FIELDS, fix, required=required)
     check_fields(config["train_config_resolved"], {"checkpoint_schedule": _schedule_field},
@@ -229,8 +238,8 @@ def read_run_config(run_dir: str | os.PathLike[str], *, fix: str | None = None) 
 
 
 def _read_checkpoint(run_dir: Path, epoch: int, fix: str) -> Checkpoint:
-    folder = run_dir / "checkpoints" / f"epoch_{epoch:03d}"
-    path = folder / "checkpoint.json"
+    folder = RunLayout(run_dir).checkpoint(epoch)
+    path = folder / CHECKPOINT_META
     required = ("epoch", "lr", "global_step")
     meta = _run_record(path, "reference run checkpoint", _CHECKPOINT_FIELDS, fix, required=required)
     if meta["epoch"] != epoch:
