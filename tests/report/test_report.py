@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from datadiet.experiments.synthetic.plots import figure_to_png
 from datadiet.report import build_report
+from datadiet.report.figures import figure_to_png
 from datadiet.report.html import load_study
 from datadiet.report.study_plots import plot_performance
 from datadiet.selection.base import Selection
@@ -241,6 +241,36 @@ def test_names_from_the_data_are_escaped(report):
     assert ODD not in page and "<study>" not in page and "crude & oil" not in page
     assert "&lt;b&gt;proto&lt;/b&gt;" in page and "tiny &amp; &lt;study&gt;" in page
     assert "crude &amp; oil" in page
+
+
+def test_a_selection_named_script_is_written_as_text_not_as_a_tag(tmp_path):
+    study = make_study(tmp_path / "s")
+    meta = json.loads((study / "study.json").read_text())
+    meta["name"] = "<script>alert(1)</script>"
+    meta["selections"][2] = {**meta["selections"][2], "name": "<script>", "params": {"x": "</code><i>"}}
+    (study / "study.json").write_text(json.dumps(meta))
+    results = pd.read_parquet(study / "results.parquet").replace({"selection": {"hard_cal": "<script>"}})
+    results.to_parquet(study / "results.parquet")
+    (study / "selections" / "hard_cal").rename(study / "selections" / "_script_")
+    page = build_report(study, highlight="<script>").read_text(encoding="utf-8")
+    assert "<script" not in page and "<i>" not in page
+    assert "<title>datadiet report: &lt;script&gt;alert(1)&lt;/script&gt;</title>" in page
+    assert "<td>&lt;script&gt;</td><td>hard_to_learn</td>" in page  # the study's selection table
+    assert _row_html(page, "&lt;script&gt;").count('class="num better"') == 3  # the performance table
+    assert "Highlighted: &lt;script&gt;, 30%, seed 0." in page  # the data map note
+    assert "&lt;/code&gt;&lt;i&gt;" in page  # inside the params JSON
+
+
+def test_every_template_is_shipped_as_package_data():
+    import datadiet.report
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["datadiet.report"]
+    package = Path(datadiet.report.__file__).parent
+    shipped = {path for pattern in patterns for path in package.glob(pattern)}
+    templates = set((package / "templates").iterdir())
+    assert templates and templates == shipped
 
 
 def test_report_without_label_noise_or_confidence_skips_those_sections(tmp_path):

@@ -6,7 +6,10 @@ matplotlib until one of them is used.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datadiet.report.html import build_report, load_study
 
 __all__ = ["build_report", "load_study"]
 

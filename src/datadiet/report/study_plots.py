@@ -1,9 +1,9 @@
 """Figures of a pruning study: performance, overlap, label balance, data map, cost and label noise.
 
 Each function takes the long results table of a study (or plain arrays) and returns a
-:class:`matplotlib.figure.Figure` built with the object-oriented API on the Agg canvas, never
-``pyplot``: no global state, safe on headless machines. Render with
-:func:`datadiet.experiments.synthetic.plots.figure_to_png`; writing files is the caller's job.
+:class:`matplotlib.figure.Figure` made by :func:`datadiet.report.figures.new_figure` (the Agg canvas,
+never ``pyplot``: no global state, safe on headless machines). Render with
+:func:`datadiet.report.figures.figure_to_png`; writing files is the caller's job.
 
 Budgets are drawn as percentages of the training set; the x axis is logarithmic when the budgets
 span a factor of 8 or more. Each selection keeps one colour across figures (:func:`selection_colors`);
@@ -18,12 +18,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from datadiet.analysis.overlap import overlap_matrix, random_overlap_expectation
 from datadiet.analysis.stats import REFERENCE_BASELINES, budget_label
 from datadiet.errors import ParameterError
+from datadiet.report.figures import new_figure
 
 __all__ = [
     "plot_costs",
@@ -40,12 +40,6 @@ RANDOM = "random"
 RANDOM_COLOR = "#333333"
 HIGHLIGHT_COLOR = "#c44e52"
 _PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#ccb974", "#64b5cd")
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _text(value: object) -> str:
@@ -134,7 +128,7 @@ def plot_performance(
     rows = results[results["split"] == split]
     names = selection_order(rows, order)
     colors = selection_colors(names)
-    fig = _new_figure(max(5.5, 5.2 * len(metrics)), 4.6)
+    fig = new_figure(max(5.5, 5.2 * len(metrics)), 4.6)
     axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
     for ax, metric in zip(axes, metrics, strict=True):
         _draw_metric_panel(ax, rows[rows["metric"] == metric], names, colors)
@@ -183,7 +177,7 @@ def plot_overlap(selections: Mapping[str, np.ndarray], *, n_examples: int, title
     k = round(float(np.mean([len(s) for s in selections.values()])))
     expectation = random_overlap_expectation(k, n_examples)
     m = len(names)
-    fig = _new_figure(max(5.0, 2.6 + 0.7 * m), 1.9 + 0.6 * m)
+    fig = new_figure(max(5.0, 2.6 + 0.7 * m), 1.9 + 0.6 * m)
     ax = fig.add_subplot()
     image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
     for i in range(m):
@@ -232,7 +226,7 @@ def plot_label_distribution(
     names = list(distributions)
     ncols = max(1, min(ncols, len(names)))
     nrows = math.ceil(len(names) / ncols)
-    fig = _new_figure(1.0 + 3.0 * ncols, 0.9 + 2.5 * nrows)
+    fig = new_figure(1.0 + 3.0 * ncols, 0.9 + 2.5 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     class_colors = _class_colors(list(full_fractions.index))
     for ax, name in zip(axes, names, strict=False):
@@ -304,7 +298,7 @@ def plot_data_map(
             f"confidence must be an (n_examples, n_epochs) trajectory. Got shape {confidence.shape} instead."
         )
     mean, std = confidence.mean(axis=1), confidence.std(axis=1)
-    fig = _new_figure(6.0, 5.0)
+    fig = new_figure(6.0, 5.0)
     ax = fig.add_subplot()
     size = 6 if len(mean) > 2000 else 10
     ax.scatter(std, mean, s=size, color="#9aa5b1", alpha=0.5, linewidths=0, label=f"all ({len(mean)})")
@@ -352,7 +346,7 @@ def plot_costs(results: pd.DataFrame, *, costs: Mapping[str, float]) -> Figure:
     percent = 100 * np.asarray(list(per_budget.groups), dtype=float)
     saved = float(costs["full_train_seconds"]) - per_budget["train_seconds"].mean().to_numpy(dtype=float)
     overhead = float(costs["reference_seconds"]) + float(costs["represent_seconds"])
-    fig = _new_figure(6.4, 4.4)
+    fig = new_figure(6.4, 4.4)
     ax = fig.add_subplot()
     ax.plot(
         percent,
@@ -418,7 +412,7 @@ def plot_label_noise(
     names = selection_order(runs, order)
     colors = selection_colors(names)
     curve = _curve(runs, "n_flipped_kept")
-    fig = _new_figure(6.6, 4.8)
+    fig = new_figure(6.6, 4.8)
     ax = fig.add_subplot()
     for name in names:
         part = curve[curve["selection"] == name]

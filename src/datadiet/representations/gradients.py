@@ -46,8 +46,8 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from datadiet._core.progress import track
 from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.representations.projection import (
     FactorizedProjector,
@@ -461,7 +461,7 @@ def per_sample_gradients(
     normalize : bool
         L2-normalise each row (zero rows stay 0); leave False for self-influence.
     progress : bool
-        Show a tqdm bar over batches.
+        Show a progress bar over batches.
 
     Returns
     -------
@@ -490,7 +490,7 @@ def per_sample_gradients(
     total = len(batches) if hasattr(batches, "__len__") else None
     rows = []
     with _eval_mode(module), _Capture(layers) as capture:
-        for batch in tqdm(batches, total=total, desc="gradients", unit="batch", disable=not progress):
+        for batch in track(batches, "gradients", total=total, enabled=progress):
             n, pairs = capture.run(module, batch, loss_fn)
             with torch.no_grad():
                 features = [_layer_features(layer, pairs.get(layer.name, []), n) for layer in layers]
@@ -579,6 +579,6 @@ def per_sample_gradients_loop(
     width = dim if dim is not None else sum(layer.size for layer in layers)
     rows = []
     with _eval_mode(module):
-        for example in tqdm(_examples(batches), desc="gradients", unit="example", disable=not progress):
+        for example in track(_examples(batches), "gradients", enabled=progress):
             rows.append(_example_features(module, example, loss_fn, layers, params, dim))
     return _finish(rows, width, normalize)

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from datadiet._core.progress import track
 from datadiet.data.dataset import Dataset
 
 
@@ -36,7 +36,7 @@ def hidden_states(
     out = []
     try:
         with torch.no_grad():
-            for start in tqdm(range(0, len(rows), batch_size), desc="hidden states", disable=not progress):
+            for start in track(range(0, len(rows), batch_size), "hidden states", enabled=progress):
                 batch = model.collate(ds, rows[start : start + batch_size])
                 out.append(model.pooled_hidden(batch).float().cpu().numpy())
     finally:

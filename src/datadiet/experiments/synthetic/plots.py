@@ -1,24 +1,22 @@
 """Figures of the synthetic study (Du et al., ACL 2025, Figures 1 and 2a).
 
-Every function takes plain arrays and returns a :class:`matplotlib.figure.Figure` built with the
-object-oriented API on the Agg canvas: no ``pyplot`` state and no global backend switch, so it is
-safe on headless machines and in threads. :func:`figure_to_png` renders a figure to bytes; writing
-files is the caller's job.
+Every function takes plain arrays and returns a :class:`matplotlib.figure.Figure` made by
+:func:`datadiet.report.figures.new_figure` (the Agg canvas, no ``pyplot`` state); render it with
+:func:`datadiet.report.figures.figure_to_png`. Writing files is the caller's job.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from datadiet.report.figures import new_figure
 
 __all__ = [
     "draw_selection",
-    "figure_to_png",
     "plot_discriminative_power",
     "plot_overlap_heatmap",
     "plot_selection",
@@ -27,19 +25,6 @@ __all__ = [
 
 CLASS_COLORS = ("#4c72b0", "#dd8452")
 SELECTED_COLOR = "#c44e52"
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def figure_to_png(fig: Figure, *, dpi: int = 100) -> bytes:
-    """The figure rendered as PNG bytes."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
-    return buffer.getvalue()
 
 
 def draw_selection(
@@ -93,7 +78,7 @@ def plot_selection(
     w, b : ndarray of shape (2,), float
         Reference model; its decision boundary is drawn.
     """
-    fig = _new_figure(4.2, 4.0)
+    fig = new_figure(4.2, 4.0)
     ax = fig.add_subplot()
     draw_selection(ax, x, y, indices, w, b, title=title)
     ax.legend(loc="best", fontsize=7)
@@ -111,7 +96,7 @@ def plot_selection_grid(
 ) -> Figure:
     """All selections side by side, ``ncols`` per row, in the mapping's order."""
     nrows = math.ceil(len(selections) / ncols)
-    fig = _new_figure(3.2 * ncols, 3.1 * nrows)
+    fig = new_figure(3.2 * ncols, 3.1 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (name, indices) in zip(axes, selections.items(), strict=False):
         draw_selection(ax, x, y, np.asarray(indices), w, b, title=name)
@@ -126,7 +111,7 @@ def plot_overlap_heatmap(matrix: np.ndarray, labels: Sequence[str], *, expectati
     """Overlap ratios ``|S_i ∩ S_j| / |S_i|`` with each value printed and the random baseline ``k / n``."""
     matrix = np.asarray(matrix, dtype=float)
     m = len(labels)
-    fig = _new_figure(1.0 + 0.62 * m, 0.8 + 0.55 * m)
+    fig = new_figure(1.0 + 0.62 * m, 0.8 + 0.55 * m)
     ax = fig.add_subplot()
     image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
     for i in range(m):
@@ -156,7 +141,7 @@ def plot_discriminative_power(
     w_norm : float
         ``||w||`` used for ``C_l`` (shown in the legend).
     """
-    fig = _new_figure(5.5, 3.8)
+    fig = new_figure(5.5, 3.8)
     ax = fig.add_subplot()
     ax.plot(z, loss_sensitivity, color="black", linewidth=2, label=f"C_l (loss), ||w||={w_norm:.2f}")
     for alpha, bound in gradient_bounds.items():

@@ -383,21 +383,22 @@ def _plain(value: Any) -> Any:
 
 def _write_figures(out: Path, data: SyntheticData, run: ReferenceRun, selections: dict, overlap) -> dict:
     from datadiet.experiments.synthetic import plots as plots
+    from datadiet.report.figures import figure_to_png
 
     files: dict[str, Path] = {}
     chosen = {name: sel.indices for name, sel in selections.items()}
     for name, idx in chosen.items():
         fig = plots.plot_selection(data.x_train, data.y_train, idx, run.w, run.b, title=name)
         fname = f"selection_{name.replace('/', '_')}.png"
-        files[fname] = atomic_write_bytes(out / fname, plots.figure_to_png(fig))
+        files[fname] = atomic_write_bytes(out / fname, figure_to_png(fig))
     grid = plots.plot_selection_grid(data.x_train, data.y_train, chosen, run.w, run.b)
-    files["selections_grid.png"] = atomic_write_bytes(out / "selections_grid.png", plots.figure_to_png(grid))
+    files["selections_grid.png"] = atomic_write_bytes(out / "selections_grid.png", figure_to_png(grid))
     k = len(next(iter(chosen.values())))
     expected = random_overlap_expectation(k, len(data.x_train))
     heat = plots.plot_overlap_heatmap(overlap.to_numpy(), list(overlap.index), expectation=expected)
-    files["overlap_heatmap.png"] = atomic_write_bytes(out / "overlap_heatmap.png", plots.figure_to_png(heat))
+    files["overlap_heatmap.png"] = atomic_write_bytes(out / "overlap_heatmap.png", figure_to_png(heat))
     files["discriminative_power.png"] = atomic_write_bytes(
-        out / "discriminative_power.png", plots.figure_to_png(_discriminative_figure(data, run, plots))
+        out / "discriminative_power.png", figure_to_png(_discriminative_figure(data, run, plots))
     )
     return files
 
