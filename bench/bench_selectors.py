@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 import datadiet
-from datadiet.selection.kmeans import default_n_clusters, kmeans, normalize_rows
+from datadiet.selection._numerics import normalize_rows
+from datadiet.selection.kmeans import default_n_clusters, kmeans
 from datadiet.selection.semdedup import cluster_order, duplicate_scores
 
 BUDGET = 0.3

@@ -1,4 +1,5 @@
-"""Test helpers: small inputs for every registered selector, and tolerances for float32 results.
+"""Test helpers: small inputs for every registered selector (from its declarations), and tolerances for
+float32 results.
 
 Two computations of the same math by different code paths (one GEMM or one per block, batched or one
 example at a time, padded or not) round differently, and BLAS picks its kernel per CPU, so their bits
@@ -10,34 +11,68 @@ reference path). Bit-identity is asserted only where the same code path runs twi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from datadiet.selection import SELECTORS
+
 if TYPE_CHECKING:
     from datadiet.representations.projection import FactorizedProjector
+    from datadiet.selection.base import BaseSelector
 
 N = 60
+N_VAL = 7
+N_CLASSES = 3
+TRAILING = {1: (), 2: (6,), 3: (2, 5)}
+"""Per-example shape for each ``ndim``; every last axis has at least ``N_CLASSES`` entries, so the labels
+also index class columns (as el2n's do)."""
 
 
-def inputs_for(name: str, n: int = N, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """A representation of the shape ``name`` reads, plus the extra keyword arguments it needs."""
+def selector_inputs(
+    cls: type[BaseSelector], n: int = N, seed: int = 0, ndim: int | None = None
+) -> tuple[np.ndarray, dict]:
+    """Valid inputs for ``cls``, read off its declarations only: values, plus the keyword arguments it needs.
+
+    ``ndim`` (default: the largest of ``cls.input_ndim``) gives the shape (``TRAILING``); ``cls.input_values``
+    the values: uniform in [0, 1) for "real" 1-D/2-D input and "probabilities", standard normal for
+    "real" 3-D input (signed, like gradients), 0/1 for "binary". ``labels=`` (``N_CLASSES`` classes) is
+    added when ``cls.needs_labels``, ``val=`` (``N_VAL`` rows of the same kind) when ``cls.needs_val``.
+    A new selector is covered by declaring these; nothing here names a selector.
+    """
+    ndim = max(cls.input_ndim) if ndim is None else ndim
+    if ndim not in cls.input_ndim:
+        raise ValueError(f"{cls.__name__} does not declare {ndim}-D input (input_ndim={cls.input_ndim}).")
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, size=n)
-    if name == "forgetting":
-        return (rng.random((n, 8)) < 0.6).astype(np.float32), {}
-    if name == "el2n":
-        logits = rng.normal(size=(n, 3))
-        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-        return probs, {"labels": labels}
-    if name == "less":
-        return rng.normal(size=(n, 2, 5)), {"val": rng.normal(size=(7, 2, 5))}
-    if name == "self_influence":
-        return rng.normal(size=(n, 2, 5)), {}
-    if name == "ccs":
-        return rng.random(n), {}
-    return rng.random((n, 6)), {}
+    labels = rng.integers(0, N_CLASSES, size=n)
+    values = _values(rng, (n, *TRAILING[ndim]), cls.input_values)
+    kwargs: dict = {"labels": labels} if cls.needs_labels else {}
+    if cls.needs_val:
+        kwargs["val"] = _values(rng, (N_VAL, *TRAILING[ndim]), cls.input_values)
+    return values, kwargs
+
+
+def _values(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.ndarray:
+    if kind == "binary":
+        return (rng.random(shape) < 0.6).astype(np.float32)
+    if kind == "real" and len(shape) == 3:
+        return rng.normal(size=shape)
+    if kind in ("real", "probabilities"):
+        return rng.random(shape)
+    raise ValueError(f"Unknown input_values {kind!r}; add a generator for it here.")
+
+
+def inputs_for(name: str, n: int = N, seed: int = 0, ndim: int | None = None) -> tuple[np.ndarray, dict]:
+    """:func:`selector_inputs` for the registered selector ``name``."""
+    return selector_inputs(SELECTORS.get(name), n=n, seed=seed, ndim=ndim)
+
+
+def declared_cases(names: Iterable[str] | None = None) -> list[tuple[str, int]]:
+    """``(name, ndim)`` for every registered selector (or ``names``) and every ``ndim`` it declares."""
+    names = SELECTORS.names() if names is None else names
+    return [(name, ndim) for name in names for ndim in sorted(SELECTORS.get(name).input_ndim)]
 
 
 def unit_roundoff(dtype: DTypeLike = np.float32) -> float:

@@ -1,7 +1,7 @@
 """Hypothesis properties of every registered selector (a new selector is covered by registering it).
 
-For any data of the shape a selector reads (``tests.helpers.inputs_for``), any n <= 60 and any budget
-(an int in [1, n] or a fraction in [1/n, 1]):
+For any data of the shape and values a selector declares (``tests.helpers.inputs_for``), any n <= 60 and
+any budget (an int in [1, n] or a fraction in [1/n, 1]):
 
 - it keeps exactly ``k = resolve_budget(budget, n)`` distinct, sorted indices in ``[0, n)``;
 - the same seed gives the same ``Selection`` (indices, scores, weights, meta);
@@ -65,7 +65,7 @@ def run(name: str, n: int, data_seed: int, budget: int | float, seed: int, **opt
 
 
 def labels_for(name: str, n: int, data_seed: int) -> np.ndarray:
-    """The labels the selector already reads (el2n), else three seeded classes."""
+    """The labels the selector already reads (``needs_labels``), else three seeded classes."""
     _, kwargs = inputs_for(name, n=n, seed=data_seed)
     return kwargs.get("labels", np.random.default_rng(data_seed + 1).integers(0, 3, size=n))
 
@@ -108,7 +108,7 @@ def test_selector_same_seed_gives_identical_selection(name, problem):
 def test_stratified_balancing_meets_per_class_budgets_exactly(name, problem):
     n, data_seed, budget, seed = problem
     labels = labels_for(name, n, data_seed)
-    options = {} if name == "el2n" else {"labels": labels}  # el2n's inputs already carry these labels
+    options = {} if SELECTORS.get(name).needs_labels else {"labels": labels}  # inputs already carry them
     sel = run(name, n, data_seed, budget, seed, balance="stratified", **options)
     classes, k_c = stratified_budgets(labels, datadiet.resolve_budget(budget, n))
     kept = labels[sel.indices]

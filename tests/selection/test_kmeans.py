@@ -7,12 +7,12 @@ import pytest
 
 from datadiet._core import chunks as _chunks
 from datadiet.selection import kmeans as kmeans_module
+from datadiet.selection._numerics import normalize_rows
 from datadiet.selection.kmeans import (
     KMeansResult,
     NClustersClampedWarning,
     default_n_clusters,
     kmeans,
-    normalize_rows,
 )
 from tests.helpers import assert_within, gamma
 

@@ -2,8 +2,8 @@
 
 Invariants checked here:
 
-- every registered selector returns the same indices (and scores) for an array and for the same data as a
-  ``np.load(mmap_mode="r")`` memmap, with one chunk or many;
+- every registered selector, for every input ndim it declares, returns the same indices (and scores) for an
+  array and for the same data as a ``np.load(mmap_mode="r")`` memmap, with one chunk or many;
 - NaN/inf in the last chunk of a memmap is found, with a clear error;
 - validating a memmap allocates no full-size temporary;
 - :func:`release_pages` really drops a memmap's resident pages (``RssFile`` in ``/proc/self/status``).
@@ -20,15 +20,14 @@ import numpy as np
 import pytest
 
 import datadiet
-from datadiet import SELECTORS
 from datadiet._core import chunks as _chunks
 from datadiet._core.checks import as_finite_array
 from datadiet._core.chunks import is_memmap, iter_row_chunks, release_pages, take_rows
 from datadiet.representations.base import Representation, as_representation
 from datadiet.selection import self_influence
-from tests.helpers import inputs_for
+from tests.helpers import declared_cases, inputs_for
 
-ALL = SELECTORS.names()
+CASES = declared_cases()  # every registered selector with every input ndim it declares
 N = 90
 
 
@@ -59,9 +58,9 @@ def _assert_same(a: datadiet.Selection, b: datadiet.Selection) -> None:
 
 
 @pytest.mark.parametrize("many_chunks", [False, True], ids=["one_chunk", "many_chunks"])
-@pytest.mark.parametrize("name", ALL)
-def test_memmap_selection_equals_in_memory_selection(name, many_chunks, tmp_path, monkeypatch):
-    values, kwargs = inputs_for(name, n=N)
+@pytest.mark.parametrize(("name", "ndim"), CASES)
+def test_memmap_selection_equals_in_memory_selection(name, ndim, many_chunks, tmp_path, monkeypatch):
+    values, kwargs = inputs_for(name, n=N, ndim=ndim)
     one_pass = datadiet.select(name, values, 0.3, seed=4, **kwargs)
     if many_chunks:
         _small_chunks(monkeypatch)
@@ -90,10 +89,10 @@ def test_memmap_selection_at_extreme_scales_equals_in_memory_selection(
     _assert_same(datadiet.select(name, _as_memmap(values, tmp_path / "values.npy"), 0.3, seed=4), in_memory)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_memmap_stratified_selection_equals_in_memory_selection(name, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("name", "ndim"), CASES)
+def test_memmap_stratified_selection_equals_in_memory_selection(name, ndim, tmp_path, monkeypatch):
     _small_chunks(monkeypatch)
-    values, kwargs = inputs_for(name, n=N)
+    values, kwargs = inputs_for(name, n=N, ndim=ndim)
     labels = kwargs.pop("labels", np.random.default_rng(2).integers(0, 3, size=N))
     mapped = _as_memmap(values, tmp_path / "values.npy")
     args = {"labels": labels, "balance": "stratified", "seed": 1, **kwargs}
@@ -111,10 +110,10 @@ def test_memmap_val_for_less_equals_in_memory_val(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
-@pytest.mark.parametrize("name", ALL)
-def test_nan_or_inf_in_the_last_chunk_of_a_memmap_is_refused(name, bad, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("name", "ndim"), CASES)
+def test_nan_or_inf_in_the_last_chunk_of_a_memmap_is_refused(name, ndim, bad, tmp_path, monkeypatch):
     _small_chunks(monkeypatch)
-    values, kwargs = inputs_for(name, n=N)
+    values, kwargs = inputs_for(name, n=N, ndim=ndim)
     values = values.astype(np.float64)
     values.flat[-1] = bad
     mapped = _as_memmap(values, tmp_path / "values.npy")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datadiet.selection.kmeans import normalize_rows
+from datadiet.selection._numerics import normalize_rows
 from datadiet.selection.registry import SELECTORS
 from datadiet.selection.semdedup import SemDeDup, duplicate_scores, semdedup_eps, semdedup_scores
 

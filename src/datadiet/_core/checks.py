@@ -1,15 +1,116 @@
-"""Input checks shared by the library and the CLI; each error names the problem and the fix."""
+"""Input checks shared by the library and the CLI; each error names the problem and the fix.
+
+Parameter errors use one wording, scikit-learn's: "The 'n_clusters' parameter of KMeans must be an int in
+the range [1, inf). Got 0 instead." (:func:`param_error`). :func:`check_number` raises
+``ParameterTypeError`` for a value of the wrong type and ``ParameterError`` for one out of range.
+"""
 
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
-from datadiet.errors import ParameterError, ParameterTypeError
+from datadiet.errors import DatadietError, ParameterError, ParameterTypeError
+
+
+def param_error(
+    owner: str, name: str, constraint: str, value: object, *, error: type[DatadietError] = ParameterError
+) -> DatadietError:
+    """The one wording used for every parameter error (``error`` is raised by the caller).
+
+    >>> str(param_error("KMeans", "n_clusters", "an int in the range [1, inf)", 0))
+    "The 'n_clusters' parameter of KMeans must be an int in the range [1, inf). Got 0 instead."
+    """
+    return error(f"The '{name}' parameter of {owner} must be {constraint}. Got {value!r} instead.")
+
+
+def interval(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = True) -> str:
+    """A range in the parameter-error wording: ``[1, inf)``, ``(0, 1]``.
+
+    >>> interval(1), interval(0, 1, low_open=True, high_open=False)
+    ('[1, inf)', '(0, 1]')
+    """
+    return f"{'(' if low_open else '['}{_bound(low)}, {_bound(high)}{')' if high_open else ']'}"
+
+
+def _bound(bound: float) -> str:
+    if math.isinf(bound):
+        return "inf" if bound > 0 else "-inf"
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
+def as_python_number(value: numbers.Real) -> int | float:
+    """``value`` as a Python int (every integral, exactly) or float, so it compares with the builtins.
+
+    >>> as_python_number(np.int64(3)), as_python_number(np.float32(0.5))
+    (3, 0.5)
+    """
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def check_number(
+    owner: str,
+    name: str,
+    value: Any,
+    *,
+    integer: bool,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = True,
+    optional: bool = False,
+) -> None:
+    """Raise the standard parameter error unless ``value`` is a number (an int if ``integer``) in range.
+
+    ``ParameterTypeError`` for a wrong type (a bool is not a number), ``ParameterError`` for a value out
+    of range or NaN; ``optional`` also accepts ``None``. The wording is "The 'epochs' parameter of
+    TrainConfig must be an int in the range [1, inf). Got 0 instead."
+
+    >>> check_number("KMeans", "n_clusters", None, integer=True, low=1, optional=True)
+    >>> try:
+    ...     check_number("S2L", "n_clusters", 0, integer=True, low=1, optional=True)
+    ... except ValueError as error:
+    ...     print(error)
+    The 'n_clusters' parameter of S2L must be None or an int in the range [1, inf). Got 0 instead.
+    """
+    if optional and value is None:
+        return
+    kind = "an int" if integer else "a float"
+    span = interval(low, high, low_open=low_open, high_open=high_open)
+    constraint = f"{'None or ' if optional else ''}{kind} in the range {span}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise param_error(owner, name, constraint, value, error=ParameterTypeError)
+    number = as_python_number(value)
+    too_low = number <= low if low_open else number < low
+    too_high = number >= high if high_open else number > high
+    if too_low or too_high or number != number:
+        raise param_error(owner, name, constraint, value)
+
+
+def check_choice(owner: str, name: str, value: object, options: Sequence[str]) -> None:
+    """Raise the standard parameter error unless ``value`` is one of ``options``.
+
+    >>> check_choice("SemDeDup", "keep", "easy", ("hard", "easy"))
+    """
+    if value not in options:
+        raise param_error(owner, name, f"one of {list(options)}", value)
+
+
+def check_indices(indices: np.ndarray | Sequence[int], n: int) -> np.ndarray:
+    """``indices`` as a 1-D int64 array of positions in ``[0, n)``."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ParameterError(
+            f"The 'indices' parameter must hold positions in the range [0, {n}). "
+            f"Got values in [{idx.min()}, {idx.max()}] instead."
+        )
+    return idx
 
 
 def check_rng(seed: int | np.random.Generator | None) -> np.random.Generator:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from datadiet._core.checks import as_python_number
 from datadiet.errors import FieldError, ParameterError
 
 Check = Callable[[Any], None]
@@ -39,7 +40,7 @@ def integer(low: int | None = None, high: int | None = None) -> Check:
 
     def check(value: Any) -> None:
         ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-        if not ok or (low is not None and value < low) or (high is not None and value > high):
+        if not ok or not _within(int(value), low, high):
             bounds = f" in [{'-inf' if low is None else low}, {'inf' if high is None else high}]"
             raise FieldError(f"must be an int{bounds if low is not None or high is not None else ''}. "
                              f"Got {_show(value)}.")  # fmt: skip
@@ -52,14 +53,19 @@ def number(low: float | None = None, high: float | None = None, *, finite: bool 
 
     def check(value: Any) -> None:
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if ok and isinstance(value, numbers.Integral) and abs(value) > 2**1023:
+        if ok and isinstance(value, numbers.Integral) and abs(int(value)) > 2**1023:
             raise FieldError(f"must be within the float range. Got an int of {len(str(value))} digits.")
         if ok and finite and not math.isfinite(value):
             raise FieldError(f"must be a finite number. Got {_show(value)}.")
-        if not ok or (low is not None and value < low) or (high is not None and value > high):
+        if not ok or not _within(as_python_number(value), low, high):
             raise FieldError(f"must be a number in [{low}, {high}]. Got {_show(value)}.")
 
     return check
+
+
+def _within(value: int | float, low: float | None, high: float | None) -> bool:
+    """Not below ``low`` nor above ``high`` (a missing bound is none); NaN passes, ``finite`` refuses it."""
+    return (low is None or not value < low) and (high is None or not value > high)
 
 
 def text(options: tuple[str, ...] | None = None) -> Check:

@@ -21,6 +21,7 @@ import math
 import warnings
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
 from datadiet.errors import ParameterError
@@ -61,7 +62,7 @@ def global_scale(x: np.ndarray) -> float:
     return power_of_two_scale(max_abs(x))
 
 
-def scaled(block: np.ndarray, scale: float, dtype: type) -> np.ndarray:
+def scaled(block: np.ndarray, scale: float, dtype: DTypeLike) -> np.ndarray:
     """``block * scale`` as ``dtype``, multiplying in float64 so no intermediate over- or underflows.
 
     The product is exact when ``scale`` is a power of two and the result is a normal number of ``dtype``.
@@ -82,7 +83,7 @@ def row_scales(block: np.ndarray) -> np.ndarray:
     return np.where(peak > 0, np.ldexp(1.0, np.minimum(-exponents, 1023)), 1.0)
 
 
-def unit_rows(block: np.ndarray, dtype: type | None = None) -> np.ndarray:
+def unit_rows(block: np.ndarray, dtype: DTypeLike | None = None) -> np.ndarray:
     """Rows scaled to unit L2 norm without over- or underflow; zero rows stay zero.
 
     Each row is first multiplied by its own power of two (:func:`row_scales`), so the result is the same
@@ -326,3 +327,24 @@ def row_norms(block: np.ndarray) -> np.ndarray:
     factors = np.ldexp(np.ones_like(peak), np.clip(-exponents, finfo.minexp, finfo.maxexp - 2))
     wide = block * factors[:, None]
     return np.sqrt(np.einsum("ij,ij->i", wide, wide)) / factors
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """A new array of the rows of ``x`` scaled to unit L2 norm; zero rows stay zero.
+
+    Computed by :func:`unit_rows`, so no square over- or underflows.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n, d)
+
+    Returns
+    -------
+    ndarray of shape (n, d)
+        float32 for float32 input, float64 otherwise.
+
+    >>> normalize_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6, 0.8], [0.0, 0.0]]
+    """
+    x = np.asarray(x)
+    return unit_rows(x, float_dtype(x))

@@ -18,7 +18,7 @@ import numpy as np
 
 from datadiet._core.chunks import take_rows
 from datadiet.errors import ParameterError
-from datadiet.selection.base import BaseSelector, Delegating, ScoreSelector
+from datadiet.selection.base import BaseSelector, Delegating, ScoreSelector, declared
 
 BALANCE_MODES: tuple[str, ...] = ("none", "stratified")
 
@@ -55,6 +55,7 @@ class Stratified(Delegating, BaseSelector):
         return {**self.base.describe(), "balance": "stratified"}
 
     def _select(self, values, k, *, labels, val, rng):
+        labels = declared(labels, "labels")
         classes, budgets = stratified_budgets(labels, k)
         members = [np.flatnonzero(labels == c) for c in classes]
         if isinstance(self.base, ScoreSelector):

@@ -16,11 +16,12 @@ import math
 import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from datadiet._core.checks import as_finite_array, check_labels, check_rng, seed_of
+from datadiet._core.checks import param_error as param_error  # re-exported: the one wording
 from datadiet._core.records import (
     Check,
     FieldError,
@@ -39,6 +40,8 @@ Budget = int | float
 MAX_INDEX = 2**62
 """Largest example index a selection file may hold (an int64 with room to spare)."""
 Seed = int | np.random.Generator | None
+InputValues = Literal["real", "probabilities", "binary"]
+"""What values a selector reads: any finite reals, probabilities (every value in [0, 1]) or 0/1."""
 
 
 @dataclass(frozen=True)
@@ -211,11 +214,6 @@ def top_k(scores: np.ndarray, k: int, *, rng: np.random.Generator | None = None)
     return np.sort(order[:k])
 
 
-def param_error(owner: str, name: str, constraint: str, value: object) -> ParameterError:
-    """The one wording used for every parameter error."""
-    return ParameterError(f"The '{name}' parameter of {owner} must be {constraint}. Got {value!r} instead.")
-
-
 @runtime_checkable
 class Selector(Protocol):
     """Anything that picks ``budget`` examples from a representation."""
@@ -234,13 +232,17 @@ class Selector(Protocol):
 class BaseSelector(ABC):
     """Template for selectors: ``select`` validates, then calls ``_select``.
 
-    Subclasses declare which array shapes they read (``input_ndim``), whether they need labels or a
-    validation representation, and keep ``__init__`` to storing keyword arguments unchanged.
+    Subclasses declare which array shapes (``input_ndim``) and values (``input_values``) they read,
+    whether they need labels or a validation representation, and keep ``__init__`` to storing keyword
+    arguments unchanged. The contract suite (``tests/test_common.py``) builds every selector's inputs from
+    these declarations alone.
     """
 
     name: ClassVar[str] = "base"
     reads: ClassVar[str] = "an array"
     input_ndim: ClassVar[tuple[int, ...]] = (1, 2, 3)
+    input_values: ClassVar[InputValues] = "real"
+    """The values it reads; its own checks refuse others ("probabilities": in [0, 1]; "binary": 0/1)."""
     needs_labels: ClassVar[bool] = False
     needs_val: ClassVar[bool] = False
     scale_free: ClassVar[bool] = True
@@ -286,7 +288,10 @@ class BaseSelector(ABC):
         return val_values
 
     def prepare(
-        self, rep: Representation | np.ndarray, labels: np.ndarray | None, val: object
+        self,
+        rep: Representation | np.ndarray,
+        labels: np.ndarray | None,
+        val: Representation | np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Validated (values, labels, val values)."""
         values = self.check_values(rep)
@@ -406,9 +411,18 @@ class Delegating:
     name = property(lambda self: self.base.name)
     reads = property(lambda self: self.base.reads)
     input_ndim = property(lambda self: self.base.input_ndim)
+    input_values = property(lambda self: self.base.input_values)
     needs_labels = property(lambda self: self.base.needs_labels)
     needs_val = property(lambda self: self.base.needs_val)
     scale_free = property(lambda self: self.base.scale_free)
+
+
+def declared(value: np.ndarray | None, what: str) -> np.ndarray:
+    """``value``, which a selector declared it needs (``needs_labels``, ``needs_val``), so ``prepare`` has
+    refused its absence already; ``None`` here is a bug, never a user error."""
+    if value is None:
+        raise RuntimeError(f"{what} is None although the selector declares that it needs it.")
+    return value
 
 
 def _reshape_hint(ndim: int, wanted: tuple[int, ...]) -> str:

@@ -19,13 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from datadiet.selection.base import Delegating, ScoreSelector, param_error
+from datadiet._core.checks import param_error
+from datadiet.selection.base import Delegating, ScoreSelector
 
 WEIGHTINGS: tuple[str, ...] = ("none", "unbiased")
 
 
 class Calibrated(Delegating, ScoreSelector):
     """``base``'s scores fill ``floor(alpha * k)`` of the budget; the rest is uniform random."""
+
+    base: ScoreSelector
 
     def __init__(self, base: ScoreSelector, *, alpha: float, weighting: str = "none") -> None:
         self.base = base

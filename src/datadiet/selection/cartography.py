@@ -144,6 +144,7 @@ class HardToLearn(ScoreSelector):
     """
 
     reads = TRAJECTORY
+    input_values = "probabilities"
     scale_free = False
     input_ndim = (2,)
 
@@ -174,6 +175,7 @@ class Ambiguous(ScoreSelector):
     """
 
     reads = TRAJECTORY
+    input_values = "probabilities"
     scale_free = False
     input_ndim = (2,)
 

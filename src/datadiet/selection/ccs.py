@@ -27,18 +27,20 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
+from datadiet._core.checks import check_choice, param_error
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
 from datadiet.errors import ParameterError
 from datadiet.selection._numerics import scale_exponent
-from datadiet.selection.base import BaseSelector, param_error
+from datadiet.selection.base import BaseSelector
 from datadiet.selection.registry import SELECTORS
 
 TINY = 1e-9  # relative gap between the top score and the last stratum's upper edge
 MAX_STRATA = 2**53  # stratum numbers stay exact float64 integers
+HardEnd = Literal["high", "low"]
 
 
 def stratified_allocation(sizes: np.ndarray, budget: int) -> np.ndarray:
@@ -155,9 +157,7 @@ class CCS(BaseSelector):
     reads = "an (n_examples,) array of importance scores, or (n_examples, T) averaged over T"
     input_ndim = (1, 2)
 
-    def __init__(
-        self, *, beta: float = 0.0, n_strata: int = 50, hard_end: Literal["high", "low"] = "high"
-    ) -> None:
+    def __init__(self, *, beta: float = 0.0, n_strata: int = 50, hard_end: HardEnd = "high") -> None:
         self.beta = beta
         self.n_strata = n_strata
         self.hard_end = hard_end
@@ -174,8 +174,7 @@ class CCS(BaseSelector):
             or not 1 <= n_strata <= MAX_STRATA
         ):
             raise param_error(owner, "n_strata", "an int in the range [1, 2**53]", n_strata)
-        if self.hard_end not in ("high", "low"):
-            raise param_error(owner, "hard_end", "one of ['high', 'low']", self.hard_end)
+        check_choice(owner, "hard_end", self.hard_end, get_args(HardEnd))
 
     def n_dropped(self, n: int) -> int:
         """``floor(beta * n)``, rounded to 9 decimals first as in ``resolve_budget``."""

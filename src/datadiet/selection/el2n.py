@@ -21,7 +21,7 @@ import numpy as np
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
 from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.selection._numerics import row_norms
-from datadiet.selection.base import ScoreSelector
+from datadiet.selection.base import ScoreSelector, declared
 from datadiet.selection.cartography import check_probability_range
 from datadiet.selection.registry import SELECTORS
 
@@ -102,6 +102,7 @@ class EL2N(ScoreSelector):
     """
 
     reads = PROBABILITIES
+    input_values = "probabilities"
     scale_free = False
     input_ndim = (2, 3)
     needs_labels = True
@@ -118,4 +119,5 @@ class EL2N(ScoreSelector):
         rng: np.random.Generator,
     ) -> np.ndarray:
         check_probability_range(values, who=self.name)
+        labels = declared(labels, "labels")
         return _el2n(values, _check_class_labels(labels, len(values), values.shape[-1], self.name))

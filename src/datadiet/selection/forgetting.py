@@ -108,6 +108,7 @@ class Forgetting(ScoreSelector):
     """
 
     reads = CORRECTNESS
+    input_values = "binary"
     scale_free = False
     input_ndim = (2, 3)
     random_ties = True

@@ -111,21 +111,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 from threadpoolctl import threadpool_limits
 
-from datadiet._core.checks import as_finite_array, check_rng
+from datadiet._core.checks import (
+    as_finite_array,
+    as_python_number,
+    check_choice,
+    check_number,
+    check_rng,
+    param_error,
+)
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks, release_pages, take_rows
-from datadiet.errors import MissingDependencyError, ParameterError, ParameterTypeError
+from datadiet.errors import MissingDependencyError, ParameterError
 from datadiet.selection._numerics import (
     checked_scale,
     float_dtype,
     max_abs,
+    normalize_rows,
     power_of_two_scale,
     row_norms,
     scaled,
     unit_rows,
 )
-from datadiet.selection.base import param_error
 
 try:
     import faiss
@@ -134,6 +142,7 @@ except ImportError:  # pragma: no cover - faiss is the optional extra "fast"
 
 METRICS: tuple[str, ...] = ("euclidean", "cosine")
 ENGINES: tuple[str, ...] = ("auto", "faiss", "sklearn")
+FAISS_MISSING = "kmeans(engine='faiss') needs faiss: pip install 'datadiet[fast]' (faiss-cpu)."
 MAX_N_INIT = 100
 MAX_ITER = 10_000
 _CHUNK_ENTRIES = 1 << 22  # row-by-centroid (and row-by-feature) entries per chunk (32 MiB of float64)
@@ -198,44 +207,6 @@ def default_n_clusters(n: int) -> int:
     (24, 1)
     """
     return max(1, round(math.sqrt(n)))
-
-
-def check_n_clusters(owner: str, n_clusters: object) -> None:
-    """Raise the standard parameter error unless ``n_clusters`` is None or an int >= 1."""
-    constraint = "None or an int in the range [1, inf)"
-    if n_clusters is None:
-        return
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral):
-        raise ParameterTypeError(str(param_error(owner, "n_clusters", constraint, n_clusters)))
-    if n_clusters < 1:
-        raise param_error(owner, "n_clusters", constraint, n_clusters)
-
-
-def check_choice(owner: str, name: str, value: object, options: tuple[str, ...]) -> None:
-    """Raise the standard parameter error unless ``value`` is one of ``options``."""
-    if value not in options:
-        raise param_error(owner, name, f"one of {list(options)}", value)
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """A new array of the rows of ``x`` scaled to unit L2 norm; zero rows stay zero.
-
-    Computed by :func:`~datadiet.selection._numerics.unit_rows`, so no square over- or underflows.
-
-    Parameters
-    ----------
-    x : ndarray of shape (n, d)
-
-    Returns
-    -------
-    ndarray of shape (n, d)
-        float32 for float32 input, float64 otherwise.
-
-    >>> normalize_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
-    [[0.6, 0.8], [0.0, 0.0]]
-    """
-    x = np.asarray(x)
-    return unit_rows(x, float_dtype(x))
 
 
 def kmeans(
@@ -379,16 +350,23 @@ def assign(
 
 
 def _check_params(n_clusters, metric, n_init, max_iter, tol, engine, max_points_per_centroid) -> None:
-    check_n_clusters("kmeans", n_clusters)
+    check_number("kmeans", "n_clusters", n_clusters, integer=True, low=1, optional=True)
     check_choice("kmeans", "metric", metric, METRICS)
     check_choice("kmeans", "engine", engine, ENGINES)
-    counts = {"n_init": (n_init, MAX_N_INIT), "max_iter": (max_iter, MAX_ITER)}
+    counts: dict[str, tuple[object, float]] = {
+        "n_init": (n_init, MAX_N_INIT),
+        "max_iter": (max_iter, MAX_ITER),
+    }
     counts["max_points_per_centroid"] = (max_points_per_centroid, math.inf)
     for key, (value, high) in counts.items():
         constraint = f"an int in the range [1, {high}]" if high < math.inf else "an int in the range [1, inf)"
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= high:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= int(value) <= high:
             raise param_error("kmeans", key, constraint, value)
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 <= tol < math.inf:
+    if (
+        isinstance(tol, bool)
+        or not isinstance(tol, numbers.Real)
+        or not 0 <= as_python_number(tol) < math.inf
+    ):
         raise param_error("kmeans", "tol", "a float in the range [0, inf)", tol)
 
 
@@ -396,9 +374,7 @@ def _resolve_engine(engine: str) -> str:
     if engine == "auto":
         return "sklearn" if faiss is None else "faiss"
     if engine == "faiss" and faiss is None:
-        raise MissingDependencyError(
-            "kmeans(engine='faiss') needs faiss: pip install 'datadiet[fast]' (faiss-cpu)."
-        )
+        raise MissingDependencyError(FAISS_MISSING)
     return engine
 
 
@@ -408,7 +384,7 @@ def _checked_unit(x: np.ndarray, name: str) -> float:
     return 1.0
 
 
-def _working_rows(block: np.ndarray, metric: str, scale: float, dtype: type) -> np.ndarray:
+def _working_rows(block: np.ndarray, metric: str, scale: float, dtype: DTypeLike) -> np.ndarray:
     """The rows the fit sees: unit rows for cosine, ``scale * block`` for Euclidean, as ``dtype``.
 
     float32 rows are multiplied in float32: for a power of two in float32's range (always, since rows of
@@ -469,7 +445,7 @@ def _fit_sklearn(
     model = KMeans(
         n_clusters=k,
         init="k-means++",
-        n_init=n_init,
+        n_init=n_init,  # pyright: ignore[reportArgumentType] (sklearn ships no stubs; inferred from "auto")
         max_iter=max_iter,
         tol=tol,
         random_state=int(rng.integers(2**31 - 1)),
@@ -524,6 +500,8 @@ def _fit_faiss(
             loss = -objective if metric == "cosine" else objective  # inner products are maximised
             if best is None or loss < best_loss:
                 best, best_loss = centroids, loss
+    if best is None:  # n_init >= 1 is checked first
+        raise RuntimeError("no faiss k-means run finished.")
     return best
 
 
@@ -674,25 +652,35 @@ def _lloyd_faiss(
 ) -> tuple[np.ndarray, float]:
     """faiss Lloyd iterations from ``seeds`` on all of ``sample``; centroids and final objective."""
     k, d = seeds.shape
-    params = faiss.ClusteringParameters()
+    lib = _faiss()
+    params = lib.ClusteringParameters()
     params.niter, params.seed, params.spherical = max_iter, seed, metric == "cosine"
     params.max_points_per_centroid = -(-len(sample) // k)  # never subsample again: the sample is ours
     params.min_points_per_centroid = 1  # no "too few points" warnings on small inputs
     params.early_stop_threshold = tol
-    clustering = faiss.Clustering(d, k, params)
-    faiss.copy_array_to_vector(np.ascontiguousarray(seeds, dtype=np.float32).ravel(), clustering.centroids)
+    clustering = lib.Clustering(d, k, params)
+    lib.copy_array_to_vector(np.ascontiguousarray(seeds, dtype=np.float32).ravel(), clustering.centroids)
     clustering.train(np.ascontiguousarray(sample, dtype=np.float32), _flat_index(d, metric))
-    centroids = faiss.vector_float_to_array(clustering.centroids).reshape(k, d)
+    centroids = lib.vector_float_to_array(clustering.centroids).reshape(k, d)
     stats = clustering.iteration_stats
-    return centroids, stats.at(stats.size() - 1).obj if stats.size() else 0.0
+    size = stats.size()  # pyright: ignore[reportAttributeAccessIssue] (a SWIG vector; faiss has no stubs)
+    return centroids, stats.at(size - 1).obj if size else 0.0  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def _flat_index(d: int, metric: str):
     """An exact faiss index (inner product for cosine), on the GPU when faiss-gpu sees one."""
-    index = faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
+    lib = _faiss()
+    index = lib.IndexFlatIP(d) if metric == "cosine" else lib.IndexFlatL2(d)
     if _gpu_count() > 0:  # pragma: no cover - GPU only
-        index = faiss.index_cpu_to_all_gpus(index)
+        index = lib.index_cpu_to_all_gpus(index)
     return index
+
+
+def _faiss():  # -> the faiss module (narrowed from ``module | None``)
+    """faiss, which :func:`_resolve_engine` made sure is installed before any faiss path runs."""
+    if faiss is None:
+        raise MissingDependencyError(FAISS_MISSING)
+    return faiss
 
 
 def _gpu_count() -> int:
@@ -705,12 +693,13 @@ def _gpu_count() -> int:
 @contextlib.contextmanager
 def _faiss_threads(limit: int) -> Iterator[None]:
     """Run faiss with at most ``limit`` OpenMP threads, restoring its setting afterwards."""
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(min(limit, previous))
+    lib = _faiss()
+    previous = lib.omp_get_max_threads()
+    lib.omp_set_num_threads(min(limit, previous))
     try:
         yield
     finally:
-        faiss.omp_set_num_threads(previous)
+        lib.omp_set_num_threads(previous)
 
 
 # --- shared: assignment ----------------------------------------------------------------------------------

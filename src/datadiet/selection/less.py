@@ -43,7 +43,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from datadiet._core.checks import as_finite_array
+from datadiet._core.checks import as_finite_array, param_error
 from datadiet._core.chunks import iter_row_chunks, release_pages
 from datadiet.distributed.engine import current_engine, row_chunks
 from datadiet.errors import ParameterError
@@ -55,7 +55,7 @@ from datadiet.selection._numerics import (
     scale_exponent,
     unit_rows,
 )
-from datadiet.selection.base import ScoreSelector, param_error
+from datadiet.selection.base import ScoreSelector, declared
 from datadiet.selection.registry import SELECTORS
 from datadiet.selection.self_influence import (
     GRADIENTS,
@@ -140,7 +140,8 @@ def check_val_groups(val_groups: Sequence[Hashable] | np.ndarray | None, *, owne
         return None
     if isinstance(val_groups, str | bytes) or not hasattr(val_groups, "__len__"):
         raise param_error(owner, "val_groups", VAL_GROUPS, shown(val_groups))
-    ids = val_groups.tolist() if hasattr(val_groups, "tolist") else list(val_groups)
+    tolist = getattr(val_groups, "tolist", None)  # numpy, pandas, torch: their ids as Python scalars
+    ids = tolist() if tolist is not None else list(val_groups)
     try:
         set(ids)  # nested lists (a 2-D array) and other unhashable ids fail here
     except TypeError:
@@ -382,7 +383,7 @@ class Less(ScoreSelector):
         rng: np.random.Generator,
     ) -> np.ndarray:
         owner = type(self).__name__
-        train, val = as_checkpoints(values), as_checkpoints(val)
+        train, val = as_checkpoints(values), as_checkpoints(declared(val, "val"))
         lr_weights = check_lr_weights(self.lr_weights, owner=owner)
         weights = checkpoint_weights(lr_weights, train.shape[1], owner=owner)
         groups = group_codes(check_val_groups(self.val_groups, owner=owner), len(val))

@@ -29,15 +29,20 @@ The default ``n_clusters`` here is ``round(sqrt(n))``; pass the number of classe
 
 from __future__ import annotations
 
+from typing import Literal, cast, get_args
+
 import numpy as np
 
+from datadiet._core.checks import check_choice, check_number
 from datadiet.errors import ParameterError
 from datadiet.selection.base import ScoreSelector
-from datadiet.selection.kmeans import check_choice, check_n_clusters, kmeans
+from datadiet.selection.kmeans import kmeans
 from datadiet.selection.registry import SELECTORS
 
-METRICS: tuple[str, ...] = ("cosine", "euclidean")
-KEEPS: tuple[str, ...] = ("hard", "easy")
+Metric = Literal["cosine", "euclidean"]
+Keep = Literal["hard", "easy"]
+METRICS: tuple[str, ...] = get_args(Metric)
+KEEPS: tuple[str, ...] = get_args(Keep)
 
 
 def prototype_distances(
@@ -76,7 +81,8 @@ def prototype_distances(
     """
     result = kmeans(x, n_clusters, metric=metric, rng=rng, name=name)
     with np.errstate(over="ignore"):
-        distances = result.scaled_distances.astype(np.float64) / result.scale
+        scaled = cast(np.ndarray, result.scaled_distances)  # never None: KMeansResult.__post_init__ sets it
+        distances = scaled.astype(np.float64) / result.scale
     if not np.isfinite(distances).all():
         raise ParameterError(
             f"{name} has distances to its centroids beyond the float64 range (its largest values are "
@@ -112,13 +118,15 @@ class Prototypicality(ScoreSelector):
     reads = "an (n_examples, d) feature array"
     input_ndim = (2,)
 
-    def __init__(self, *, n_clusters: int | None = None, metric: str = "cosine", keep: str = "hard") -> None:
+    def __init__(
+        self, *, n_clusters: int | None = None, metric: Metric = "cosine", keep: Keep = "hard"
+    ) -> None:
         self.n_clusters = n_clusters
         self.metric = metric
         self.keep = keep
 
     def validate_params(self, n: int) -> None:
-        check_n_clusters(type(self).__name__, self.n_clusters)
+        check_number(type(self).__name__, "n_clusters", self.n_clusters, integer=True, low=1, optional=True)
         check_choice(type(self).__name__, "metric", self.metric, METRICS)
         check_choice(type(self).__name__, "keep", self.keep, KEEPS)
 

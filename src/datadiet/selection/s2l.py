@@ -31,9 +31,10 @@ import numbers
 
 import numpy as np
 
+from datadiet._core.checks import check_number
 from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.selection.base import BaseSelector
-from datadiet.selection.kmeans import check_n_clusters, kmeans
+from datadiet.selection.kmeans import kmeans
 from datadiet.selection.registry import SELECTORS
 
 
@@ -130,7 +131,7 @@ def _check_allocation(sizes: object, budget: object) -> tuple[np.ndarray, int]:
     if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
         raise ParameterTypeError(f"budget must be an int. Got {budget!r} instead.")
     total = int(array.sum())
-    if not 0 <= budget <= total:
+    if not 0 <= int(budget) <= total:
         raise ParameterError(f"budget={budget} should be in [0, sum(sizes)={total}].")
     return array.astype(np.int64), int(budget)
 
@@ -160,7 +161,7 @@ class S2L(BaseSelector):
         self.n_clusters = n_clusters
 
     def validate_params(self, n: int) -> None:
-        check_n_clusters(type(self).__name__, self.n_clusters)
+        check_number(type(self).__name__, "n_clusters", self.n_clusters, integer=True, low=1, optional=True)
 
     def _select(self, values, k, *, labels, val, rng):
         result = kmeans(values, self.n_clusters, metric="euclidean", rng=rng, name="rep.values")

@@ -27,12 +27,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from datadiet._core.checks import as_finite_array
+from datadiet._core.checks import as_finite_array, param_error
 from datadiet._core.chunks import release_pages
 from datadiet.distributed.engine import current_engine, row_chunks
 from datadiet.errors import ParameterError
 from datadiet.selection._numerics import as_float64_scores, check_magnitudes, weighted_square_norms
-from datadiet.selection.base import ScoreSelector, param_error
+from datadiet.selection.base import ScoreSelector
 from datadiet.selection.registry import SELECTORS
 
 GRADIENTS = "an (n_examples, C, d) array of per-checkpoint gradients, or (n_examples, d) for one checkpoint"

@@ -38,18 +38,21 @@ NeMo-Curator removes at ``M >= 1 - eps``, the original (and :func:`semdedup_eps`
 from __future__ import annotations
 
 import numbers
+from typing import Literal, get_args
 
 import numpy as np
 
-from datadiet._core.checks import as_finite_array, check_rng
+from datadiet._core.checks import as_finite_array, check_choice, check_number, check_rng, param_error
 from datadiet._core.chunks import take_rows
 from datadiet.distributed.engine import current_engine
-from datadiet.errors import ParameterError, ParameterTypeError
-from datadiet.selection.base import ScoreSelector, param_error
-from datadiet.selection.kmeans import check_choice, check_n_clusters, kmeans, normalize_rows
+from datadiet.errors import ParameterError
+from datadiet.selection._numerics import normalize_rows
+from datadiet.selection.base import ScoreSelector
+from datadiet.selection.kmeans import kmeans
 from datadiet.selection.registry import SELECTORS
 
-KEEPS: tuple[str, ...] = ("hard", "easy", "random")
+Keep = Literal["hard", "easy", "random"]
+KEEPS: tuple[str, ...] = get_args(Keep)
 MAX_BLOCK_SIZE = 4096  # block_size**2 float64 similarities: 128 MiB
 
 
@@ -99,7 +102,7 @@ def _check_cluster(x_normalised: object, order: object, block_size: object) -> t
     if (
         isinstance(block_size, bool)
         or not isinstance(block_size, numbers.Integral)
-        or not 1 <= block_size <= MAX_BLOCK_SIZE
+        or not 1 <= int(block_size) <= MAX_BLOCK_SIZE
     ):
         raise param_error(
             "duplicate_scores", "block_size", f"an int in the range [1, {MAX_BLOCK_SIZE}]", block_size
@@ -161,7 +164,7 @@ def semdedup_scores(
     ndarray of shape (n_examples,)
         ``M`` in [0, 1]; larger means a closer duplicate of an earlier member.
     """
-    check_n_clusters("semdedup_scores", n_clusters)
+    check_number("semdedup_scores", "n_clusters", n_clusters, integer=True, low=1, optional=True)
     check_choice("semdedup_scores", "keep", keep, KEEPS)
     rng = check_rng(rng)
     x = x if isinstance(x, np.ndarray) else np.asarray(x)
@@ -221,11 +224,7 @@ def semdedup_eps(max_similarity: np.ndarray, eps: float) -> np.ndarray:
     [0, 1]
     """
     scores = as_finite_array(max_similarity, name="max_similarity", ndim=(1,))
-    error = param_error("semdedup_eps", "eps", "a float in the range (0, 1]", eps)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise ParameterTypeError(str(error))
-    if not 0 < eps <= 1:
-        raise error
+    check_number("semdedup_eps", "eps", eps, integer=False, low=0, high=1, low_open=True, high_open=False)
     return np.flatnonzero(scores <= 1 - eps)
 
 
@@ -251,12 +250,12 @@ class SemDeDup(ScoreSelector):
     reads = "an (n_examples, d) feature array"
     input_ndim = (2,)
 
-    def __init__(self, *, n_clusters: int | None = None, keep: str = "hard") -> None:
+    def __init__(self, *, n_clusters: int | None = None, keep: Keep = "hard") -> None:
         self.n_clusters = n_clusters
         self.keep = keep
 
     def validate_params(self, n: int) -> None:
-        check_n_clusters(type(self).__name__, self.n_clusters)
+        check_number(type(self).__name__, "n_clusters", self.n_clusters, integer=True, low=1, optional=True)
         check_choice(type(self).__name__, "keep", self.keep, KEEPS)
 
     def _scores(self, values, *, labels, val, rng):
