@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from datadiet.metrics_rouge import rouge_scores
+from datadiet.metrics import rouge_scores
 
 
 def test_rouge_matches_hand_counts():

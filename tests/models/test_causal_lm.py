@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from datadiet.config import LoraConfig
 from datadiet.data.dataset import Dataset
 from datadiet.models import causal_lm
 from datadiet.models.causal_lm import IGNORE_INDEX, CausalLM, embedded_lm_path, fit_lengths
-from datadiet.models.encoder import LoraSettings
 from datadiet.representations.gradients import per_sample_gradients, per_sample_gradients_loop
 from datadiet.training import TrainConfig, train_reference
 from tests.helpers import assert_float32_path_close, gamma
@@ -164,7 +164,7 @@ def test_chat_template_formats_the_prompt(llama_dir):
 
 
 def test_train_reference_records_dynamics_with_falling_loss(llama_dir, tmp_path):
-    model = CausalLM(llama_dir, lora=LoraSettings(r=4), max_length=32)
+    model = CausalLM(llama_dir, lora=LoraConfig(r=4), max_length=32)
     ds = pairs_dataset(16)
     config = TrainConfig(epochs=2, batch_size=4, lr=2e-2, warmup_ratio=0.0)
     run = train_reference(model, ds, config, tmp_path / "run", progress=False)

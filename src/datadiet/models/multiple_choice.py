@@ -18,7 +18,6 @@ With LoRA, only the adapters and the classifier train (the classifier through pe
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,21 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from datadiet._core.checks import check_indices, check_number
+from datadiet.config import LoraConfig
 from datadiet.data.dataset import Dataset
-from datadiet.errors import ParameterError, ParameterTypeError
-from datadiet.models.base import (
-    GradientTarget,
-    ReferenceModel,
-    add_labels,
-    check_indices,
-    check_number,
-    clip_texts,
-    seeded_torch,
-)
-from datadiet.models.encoder import (
-    LoraSettings,
-    _check_model_dir,
-    _final_linear,
+from datadiet.errors import ParameterError
+from datadiet.models.base import GradientTarget, ReferenceModel, add_labels, clip_texts
+from datadiet.models.hf import (
+    check_lora,
+    check_model_dir,
+    final_linear,
+    load_module,
+    lora_description,
     weights_fingerprint,
 )
 
@@ -59,7 +54,7 @@ class EncoderMultipleChoice(ReferenceModel):
     model_path : str or path-like
         A local Hugging Face model directory (``config.json``, weights, tokenizer files), e.g.
         :func:`datadiet.models.encoder.embedded_encoder_path`. The 1-unit scorer is newly initialised.
-    lora : LoraSettings, optional
+    lora : LoraConfig, optional
         Train LoRA adapters and the scorer only; ``None`` fine-tunes every parameter.
     max_length : int
         Token budget per (context, option) pair (truncated longest-first).
@@ -79,7 +74,7 @@ class EncoderMultipleChoice(ReferenceModel):
 
     Examples
     --------
-    >>> model = EncoderMultipleChoice(embedded_encoder_path(), lora=LoraSettings())  # doctest: +SKIP
+    >>> model = EncoderMultipleChoice(embedded_encoder_path(), lora=LoraConfig())  # doctest: +SKIP
     >>> model.logits(model.collate(winogrande, np.arange(8))).shape  # doctest: +SKIP
     torch.Size([8, 2])
     """
@@ -88,25 +83,28 @@ class EncoderMultipleChoice(ReferenceModel):
         self,
         model_path: str | os.PathLike[str],
         *,
-        lora: LoraSettings | None = None,
+        lora: LoraConfig | None = None,
         max_length: int = 128,
         seed: int = 0,
     ) -> None:
         check_number("EncoderMultipleChoice", "max_length", max_length, integer=True, low=1)
         check_number("EncoderMultipleChoice", "seed", seed, integer=True, low=0)
-        if lora is not None and not isinstance(lora, LoraSettings):
-            raise ParameterTypeError(
-                f"lora must be a LoraSettings or None. Got {type(lora).__name__} instead."
-            )
-        self.model_path = _check_model_dir(model_path)
-        self.lora = lora
+        self.lora = check_lora(lora)
+        self.model_path = check_model_dir(model_path)
         self.max_length = int(max_length)
         self.seed = int(seed)
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
-        self.module = _load_module(self.model_path, lora, self.seed)
-        self.head_name, self._head = _final_linear(self.module)
+        self.module = load_module(
+            "AutoModelForMultipleChoice",
+            self.model_path,
+            self.lora,
+            self.seed,
+            task_type=None,
+            save_head=True,
+        )
+        self.head_name, self._head = final_linear(self.module)
 
     def collate(self, ds: Dataset, indices: np.ndarray) -> dict[str, torch.Tensor]:
         """Tokenize every (context, option) pair of rows ``indices``, padded to (batch, n_options, tokens).
@@ -170,7 +168,7 @@ class EncoderMultipleChoice(ReferenceModel):
             "model_path": str(self.model_path),
             "model_type": getattr(config, "model_type", None),
             "weights_sha256": weights_fingerprint(self.model_path),
-            "lora": None if self.lora is None else self.lora.to_dict(),
+            "lora": lora_description(self.lora),
             "head": self.head_name,
             "max_length": self.max_length,
             "n_labels": None,
@@ -201,31 +199,3 @@ def _batch_options(ds: Dataset, idx: np.ndarray) -> list[list[str]]:
 
 def _padded(options: list[str], n_options: int) -> list[str]:
     return options + [DUMMY_OPTION] * (n_options - len(options))
-
-
-def _load_module(path: os.PathLike[str], lora: LoraSettings | None, seed: int) -> nn.Module:
-    """``AutoModelForMultipleChoice`` from ``path``, seeded, wrapped with LoRA when ``lora`` is given."""
-    from transformers import AutoModelForMultipleChoice
-
-    with seeded_torch(seed):
-        model = AutoModelForMultipleChoice.from_pretrained(str(path), local_files_only=True)
-        if lora is not None:
-            from peft import LoraConfig, get_peft_model
-
-            head_name, _ = _final_linear(model)
-            config = LoraConfig(  # peft has no multiple-choice task type: name the scorer to keep training it
-                task_type=None,
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=lora.to_dict()["target_modules"],
-                exclude_modules=[head_name],
-                modules_to_save=[head_name],
-            )
-            with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
-                warnings.filterwarnings(
-                    "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
-                )
-                model = get_peft_model(model, config)
-    model.eval()
-    return model

@@ -3,22 +3,22 @@
 ``run_represent(cfg)`` extracts the configured representations, caching each in the `RepresentationStore`
 under a provenance key, and writes ``<output>/representations.json`` mapping names (``dynamics/prob``,
 ``hidden/final``, ``gradients/train``, ...) to store entries whose ``values.npy`` is what
-``datadiet select --features`` reads.
+``datadiet select --features`` reads. The built-in extractors (``dynamics``, ``hidden``, ``gradients``)
+register here in :data:`~datadiet.representations.extractors.EXTRACTORS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from datadiet._core.faults import fault_point
-from datadiet._core.files import atomic_write_bytes, atomic_write_json
+from datadiet._core.files import atomic_write_bytes, atomic_write_json, npy_bytes
+from datadiet._core.progress import track
 from datadiet.config import ReferenceConfig
 from datadiet.data.dataset import Dataset
 from datadiet.distributed.engine import current_engine
@@ -32,54 +32,115 @@ from datadiet.pipeline.reference import (
     run_reference,
 )
 from datadiet.representations.base import Representation
+from datadiet.representations.dynamics import QUANTITIES as DYNAMICS
+from datadiet.representations.extractors import (
+    EXTRACTORS,
+    Extractor,
+    Output,
+    extracted,
+    representation_names,
+)
 from datadiet.store import make_key
+from datadiet.store import provenance as provenance_of
 
-DYNAMICS = ("prob", "loss", "correct")
+HIDDEN_STAGES = ("pretrained", "early", "final")
+__all__ = [
+    "EXTRACTORS",
+    "Extraction",
+    "extracted",
+    "representation_names",
+    "run_fingerprint",
+    "run_represent",
+]
 
 
 # --- represent ---------------------------------------------------------------------------------------
-def run_represent(cfg: ReferenceConfig) -> dict[str, dict[str, Any]]:
-    """Extract the configured representations (training the reference first if needed); returns the index."""
+def run_represent(cfg: ReferenceConfig, stage: Stage | None = None) -> dict[str, dict[str, Any]]:
+    """Extract the configured representations (training the reference first if needed); returns the index.
+
+    Each kind in ``cfg.represent.kinds`` is a registered extractor (:data:`EXTRACTORS`); they run in
+    registration order (built-ins first: dynamics, hidden, gradients), so the index keeps its order. A caller
+    that passes its ``stage`` has loaded the data and run :func:`run_reference` already (the study does, to
+    time the two stages apart), so neither is done again.
+    """
     from datadiet.training import ReferenceRun
 
-    stage = prepare(cfg)
-    run_reference(cfg, stage)
-    run = ReferenceRun.open(stage.run_dir)
-    run_id = run_fingerprint(stage.run_dir)
+    extractors = {kind: EXTRACTORS.get(kind) for kind in cfg.represent.kinds}  # unknown kinds fail first
+    if stage is None:
+        stage = prepare(cfg)
+        run_reference(cfg, stage)
+    ctx = Extraction(stage, ReferenceRun.open(stage.run_dir), run_fingerprint(stage.run_dir))
     index: dict[str, dict[str, Any]] = {}
-    kinds = cfg.represent.kinds
-    if "dynamics" in kinds:
-        index.update(_represent_dynamics(stage, run_id))
-        if stage.train.task != "generation":  # class (option) probabilities need class logits
-            index.update(_represent_class_probs(stage, run, run_id))
-    if "hidden" in kinds:
-        index.update(_represent_hidden(stage, run, run_id))
-    if "gradients" in kinds:
-        index.update(_represent_gradients(stage, run, run_id))
+    for kind in EXTRACTORS.registered():
+        if kind in extractors:
+            index.update(extractors[kind]().extract(ctx))
     index.update(_write_labels(stage))
     atomic_write_json(stage.output / "representations.json", index)
     return index
 
 
-def representation_names(ref: ReferenceConfig) -> dict[str, str]:
-    """Every representation a study can name -> the setting that makes ``datadiet represent`` extract it."""
-    kinds = "reference.represent.kinds"
-    names = {f"dynamics/{q}": f"'dynamics' in {kinds}" for q in (*DYNAMICS, "class_probs")}
-    names.update({f"hidden/{s}": f"'hidden' in {kinds} and '{s}' in reference.represent.hidden_stages"
-                  for s in ("pretrained", "early", "final")})  # fmt: skip
-    names["gradients/train"] = f"'gradients' in {kinds}"
-    names["gradients/val"] = f"'gradients' in {kinds} and a reference.dataset.val_split"
-    return names
+@dataclasses.dataclass(frozen=True)
+class Extraction:
+    """What an extractor gets (:class:`~datadiet.representations.extractors.ExtractionContext`)."""
+
+    stage: Stage
+    run: Any
+    run_id: str
+    """The fingerprint of the finished reference run (part of every provenance)."""
+
+    @property
+    def train(self) -> Dataset:
+        return self.stage.train
+
+    def cached(
+        self, name: str, provenance: dict[str, Any], compute: Callable[[], Representation]
+    ) -> dict[str, dict[str, Any]]:
+        """The store entry of ``provenance`` (computed once by ``compute``) as ``{name: index record}``."""
+        return _cached(self.stage, name, provenance, compute)
 
 
-def extracted(name: str, ref: ReferenceConfig) -> bool:
-    """Whether this config's ``represent`` stage extracts ``name`` (one of :func:`representation_names`)."""
-    kind, _, which = name.partition("/")
-    if kind not in ref.represent.kinds:
-        return False
-    if kind == "hidden":
-        return which in ref.represent.hidden_stages
-    return not (name == "gradients/val" and ref.dataset.val_split is None)
+@EXTRACTORS.register("dynamics")
+class Dynamics(Extractor):
+    """Training dynamics (per epoch) and, for labeled tasks, the final model's class probabilities."""
+
+    outputs = tuple(Output(f"dynamics/{q}") for q in (*DYNAMICS, "class_probs"))
+
+    def extract(self, ctx: Extraction) -> dict[str, dict[str, Any]]:
+        index = _represent_dynamics(ctx.stage, ctx.run_id)
+        if ctx.stage.train.task != "generation":  # class (option) probabilities need class logits
+            index.update(_represent_class_probs(ctx.stage, ctx.run, ctx.run_id))
+        return index
+
+
+@EXTRACTORS.register("hidden")
+class Hidden(Extractor):
+    """Pooled hidden states of the pretrained, early-checkpoint and final models."""
+
+    outputs = tuple(
+        Output(f"hidden/{s}", f"'{s}' in reference.represent.hidden_stages",
+               when=lambda ref, s=s: s in ref.represent.hidden_stages)
+        for s in HIDDEN_STAGES
+    )  # fmt: skip
+
+    def extract(self, ctx: Extraction) -> dict[str, dict[str, Any]]:
+        return _represent_hidden(ctx.stage, ctx.run, ctx.run_id)
+
+
+@EXTRACTORS.register("gradients")
+class Gradients(Extractor):
+    """Projected per-sample gradients at every checkpoint, of the training and validation splits."""
+
+    outputs = (
+        Output("gradients/train"),
+        Output(
+            "gradients/val",
+            "a reference.dataset.val_split",
+            when=lambda ref: ref.dataset.val_split is not None,
+        ),
+    )
+
+    def extract(self, ctx: Extraction) -> dict[str, dict[str, Any]]:
+        return _represent_gradients(ctx.stage, ctx.run, ctx.run_id)
 
 
 def _write_labels(stage: Stage) -> dict[str, dict[str, Any]]:
@@ -88,9 +149,7 @@ def _write_labels(stage: Stage) -> dict[str, dict[str, Any]]:
     for split, ds in (("train", stage.train), ("val", stage.val)):
         if ds is not None and ds.labels is not None:
             path = stage.output / f"labels.{split}.npy"
-            buffer = io.BytesIO()
-            np.save(buffer, ds.labels, allow_pickle=False)
-            atomic_write_bytes(path, buffer.getvalue())
+            atomic_write_bytes(path, npy_bytes(ds.labels))
             out[f"labels/{split}"] = {"path": str(path), "kind": "labels", "shape": [len(ds)],
                                       "label_names": list(ds.label_names)}  # fmt: skip
     return out
@@ -117,7 +176,7 @@ def _represent_dynamics(stage: Stage, run_id: str) -> dict[str, dict[str, Any]]:
 
     index: dict[str, dict[str, Any]] = {}
     for quantity in DYNAMICS:
-        provenance = {"stage": "dynamics", "run": run_id, "quantity": quantity}
+        provenance = provenance_of(stage="dynamics", run=run_id, quantity=quantity)
         compute = lambda q=quantity: read_dynamics(stage.run_dir, q)  # noqa: E731
         index.update(_cached(stage, f"dynamics/{quantity}", provenance, compute))
     return index
@@ -125,7 +184,7 @@ def _represent_dynamics(stage: Stage, run_id: str) -> dict[str, dict[str, Any]]:
 
 def _represent_class_probs(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
     """The final reference model's class probabilities (N, K): what EL2N reads."""
-    provenance = {"stage": "class-probabilities", "run": run_id, "which": "final"}
+    provenance = provenance_of(stage="class-probabilities", run=run_id, which="final")
 
     def compute() -> Representation:
         import torch
@@ -145,7 +204,7 @@ def _represent_hidden(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str
     index: dict[str, dict[str, Any]] = {}
     early = min(c.epoch for c in run.checkpoints)
     for which in stage.cfg.represent.hidden_stages:
-        provenance = {"stage": "hidden", "run": run_id, "which": which, "early_epoch": early}
+        provenance = provenance_of(stage="hidden", run=run_id, which=which, early_epoch=early)
 
         if which == "pretrained" and stage.cfg.model.mode == "frozen":  # the encoder's own embedding
 
@@ -188,16 +247,16 @@ def _represent_gradients(stage: Stage, run: Any, run_id: str) -> dict[str, dict[
     for split, ds in splits:
         adam = g.adam and split == "train"
         per_checkpoint = [_checkpoint_gradients(stage, run, run_id, ds, c, adam) for c in run.checkpoints]
-        provenance = {
-            "stage": "gradients",
-            "run": run_id,
-            "split": split,
-            "dataset": ds.fingerprint(),
-            "adam": adam,
-            "lr": [float(c.lr) for c in run.checkpoints],
-            "epochs": [int(c.epoch) for c in run.checkpoints],
+        provenance = provenance_of(
+            stage="gradients",
+            run=run_id,
+            split=split,
+            dataset=ds.fingerprint(),
+            adam=adam,
+            lr=[float(c.lr) for c in run.checkpoints],
+            epochs=[int(c.epoch) for c in run.checkpoints],
             **_gradient_params(stage),
-        }
+        )
         key = make_key(**provenance)
         rep = stage.store.load(key)
         if rep is None:
@@ -235,15 +294,15 @@ def _checkpoint_gradients(
     stage: Stage, run: Any, run_id: str, ds: Dataset, ckpt: Any, adam: bool
 ) -> np.ndarray:
     """Projected per-sample gradients of ``ds`` at one checkpoint, cached in the store (resumable)."""
-    provenance = {
-        "stage": "gradients-checkpoint",
-        "run": run_id,
-        "dataset": ds.fingerprint(),
-        "epoch": int(ckpt.epoch),
-        "lr": float(ckpt.lr),
-        "adam": adam,
+    provenance = provenance_of(
+        stage="gradients-checkpoint",
+        run=run_id,
+        dataset=ds.fingerprint(),
+        epoch=int(ckpt.epoch),
+        lr=float(ckpt.lr),
+        adam=adam,
         **_gradient_params(stage),
-    }
+    )
     key = make_key(**provenance)
     rep = stage.store.load(key)
     if rep is None:
@@ -260,7 +319,7 @@ def _extract_resumably(
     desc = f"gradients epoch {ckpt.epoch} ({ds.split})"
     return _extract_chunks(
         stage, job, key, provenance, "gradients", _gradient_chunk, desc,
-        dim=g.dim, batch_size=g.batch_size or stage.cfg.training.batch_size, fault_site="represent.chunk",
+        dim=g.dim, batch_size=g.batch_size, fault_site="represent.chunk",
     )  # fmt: skip
 
 
@@ -280,7 +339,7 @@ def _extract_chunks(
                             rebuild=rebuild_command(stage), chunk_rows=batch_size * 8) as writer:  # fmt: skip
         pending = list(writer.pending())
         chunks = current_engine().map_stateful(_model_worker, chunk_fn, pending, job)
-        for (start, _), values in tqdm(zip(pending, chunks, strict=True), total=len(pending), desc=desc):
+        for (start, _), values in track(zip(pending, chunks, strict=True), desc, total=len(pending)):
             writer.write(start, values)
             fault_point(fault_site)
         return writer.finalize()
@@ -321,7 +380,7 @@ def _gradient_chunk(state: tuple[_ModelJob, Any, Any], piece: tuple[int, int]) -
     target = model.gradient_target() if g.target == "auto" else g.target
     return per_sample_gradients(
         model.module,
-        batches(model, job.ds, g.batch_size or job.stage.cfg.training.batch_size, np.arange(*piece)),
+        batches(model, job.ds, g.batch_size, np.arange(*piece)),
         model.per_example_loss,
         target=target,
         dim=g.dim,
