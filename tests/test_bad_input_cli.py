@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 import datadiet.cli as cli
 from datadiet._core.files import atomic_write_bytes, atomic_write_json, load_array
 from datadiet.cli import app, parse_params
+from datadiet.errors import ParameterError
 from datadiet.representations.base import Representation
 from datadiet.selection.base import Selection
 from datadiet.store import RepresentationStore, make_key
@@ -386,7 +387,7 @@ def test_an_error_raised_while_a_progress_bar_is_drawn_starts_its_own_line(tmp_p
         bar = tqdm(total=10, desc="encode", file=sys.stderr)
         bar.update(3)
         live.append(bar)
-        raise ValueError(f"{name} file '{path}' failed halfway")
+        raise ParameterError(f"{name} file '{path}' failed halfway")  # a user error, raised mid-bar
 
     monkeypatch.setattr(cli, "load_features", fails_midway)
     result = _select(features, tmp_path / "s.json")
@@ -398,13 +399,28 @@ def test_an_error_raised_while_a_progress_bar_is_drawn_starts_its_own_line(tmp_p
 
 
 def test_an_eof_error_from_a_library_is_one_line_not_a_bare_aborted(tmp_path, features, monkeypatch):
-    def truncated(path: Path, *, name: str) -> None:
+    """np.load hitting the end of a file raises EOFError; the loader turns it into one line naming the file
+    (click alone would print only "Aborted.", and the CLI leaves any exception that is not a user error as a
+    traceback)."""
+
+    def truncated(*args: object, **kwargs: object) -> None:
         raise EOFError("No data left in file")  # what np.load raises on a file cut before its data
 
-    monkeypatch.setattr(cli, "load_features", truncated)
+    monkeypatch.setattr(np, "load", truncated)
     result = _select(features, tmp_path / "s.json")
-    _one_line_error(result, "error: No data left in file")
+    _one_line_error(result, "error: features file", "No data left in file", "recreate it with np.save")
     assert "Aborted" not in result.output
+
+
+def test_an_exception_that_is_not_a_user_error_keeps_its_traceback(tmp_path, features, monkeypatch):
+    """Only DatadietError and OSError are user errors: a bug (here a KeyError from inside) is not hidden."""
+
+    def buggy(path: Path, *, name: str) -> None:
+        raise KeyError("internal")
+
+    monkeypatch.setattr(cli, "load_features", buggy)
+    result = _select(features, tmp_path / "s.json")
+    assert result.exit_code == 1 and isinstance(result.exception, KeyError)
 
 
 # ----------------------------------------------------------------------------------------- selection.json
@@ -479,3 +495,30 @@ def test_any_field_value_loads_a_consistent_selection_or_is_refused_naming_the_f
     assert sel.meta.get("budget") in (None, len(sel.indices))
     assert sel.scores is None or (np.isfinite(sel.scores).all() and (n is None or len(sel.scores) == n))
     assert sel.weights is None or (len(sel.weights) == len(sel.indices) and (sel.weights >= 0).all())
+
+
+# ------------------------------------------------------------------------- study specs refused at load
+@pytest.mark.parametrize(("selection", "fragments"), [
+    ("{algorithm: hard_to_lern, representation: dynamics/prob}",
+     ("selections[0].algorithm", "Did you mean 'hard_to_learn'?")),
+    ("{algorithm: hard_to_learn, representation: dynamcs/prob}",
+     ("selections[0].representation", "Did you mean 'dynamics/prob'?")),
+    ("{algorithm: semdedup, representation: hidden/final, params: {n_cluster: 3}}",
+     ("selections[0]:", "Unknown parameter(s) ['n_cluster']", "Did you mean 'n_clusters'?")),
+])  # fmt: skip
+def test_study_refuses_a_misspelled_spec_before_reading_data_or_writing(
+    tmp_path, monkeypatch, selection, fragments
+):
+    """The study config is checked when it is loaded: no dataset is read, no output folder is created."""
+    import datadiet.pipeline.reference as reference
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the study started working before its config was checked")
+
+    monkeypatch.setattr(reference, "prepare", no_work)
+    out = tmp_path / "out"
+    config = tmp_path / "study.yaml"
+    config.write_text(f"output: {out}\nselections: [{selection}]\n")
+    line = _one_line_error(_cli("study", "--config", config), "study.yaml", *fragments)
+    assert "AssertionError" not in line
+    assert not out.exists()

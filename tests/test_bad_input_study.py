@@ -9,7 +9,6 @@ can show, and its folder is then damaged file by file.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import importlib.util
 import itertools
 import json
@@ -26,6 +25,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 import datadiet
@@ -168,19 +168,35 @@ def test_duplicate_budgets_through_the_cli(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ NaN/inf
+def _plain(hint: object) -> object:
+    """``hint`` without its ``Annotated`` layers (the constraints and validators of a config field)."""
+    while typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint
+
+
+def _inner(hint: object) -> object:
+    """``X`` for ``X | None`` (annotations removed), else ``hint``."""
+    hint = _plain(hint)
+    args = [_plain(a) for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and args else hint
+
+
+def _is_section(hint: object) -> bool:
+    return isinstance(hint, type) and issubclass(hint, BaseModel)
+
+
 def _float_fields(cls: type, prefix: tuple = ()) -> list[tuple[type, tuple]]:
     """(section, path) of every float field of config ``cls``, nested sections and lists of them included;
     a path is a tuple of keys and list positions (0)."""
     found = []
-    hints = typing.get_type_hints(cls)
-    for item in dataclasses.fields(cls):
-        hint, path = hints[item.name], (*prefix, item.name)
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        inner = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and args else hint
-        element = typing.get_args(inner)[0] if typing.get_origin(inner) is list else None
-        if dataclasses.is_dataclass(inner):
+    for name, item in cls.model_fields.items():
+        path = (*prefix, name)
+        inner = _inner(item.annotation)
+        element = _plain(typing.get_args(inner)[0]) if typing.get_origin(inner) is list else None
+        if _is_section(inner):
             found += _float_fields(inner, path)
-        elif dataclasses.is_dataclass(element):
+        elif _is_section(element):
             found += _float_fields(element, (*path, 0))
         elif inner is float:
             found.append(path)
@@ -194,21 +210,14 @@ def _nested(path: tuple, value: object, cls: type) -> dict:
     if not path:
         return value  # type: ignore[return-value]
     key, rest = path[0], path[1:]
-    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
-    hint = hints.get(key, cls)
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    inner = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and args else hint
+    inner = _inner(cls.model_fields[key].annotation) if _is_section(cls) else cls
     if rest and rest[0] == 0:
-        element = typing.get_args(inner)[0]
+        element = _plain(typing.get_args(inner)[0])
         item = _nested(rest[1:], value, element) if rest[1:] else value
-        if dataclasses.is_dataclass(element):
-            item = {**{f.name: "x" for f in dataclasses.fields(element) if _no_default(f)}, **item}
+        if _is_section(element):
+            item = {**{name: "x" for name, f in element.model_fields.items() if f.is_required()}, **item}
         return {key: [item]}
     return {key: _nested(rest, value, inner)}
-
-
-def _no_default(item: dataclasses.Field) -> bool:
-    return item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
 
 
 def _key(path: tuple) -> str:
@@ -250,11 +259,17 @@ def test_nan_and_inf_in_a_yaml_config_are_refused_naming_the_key(tmp_path, yaml_
     _cli_study_refuses(tmp_path, yaml_text, "study.yaml", f"{key} must be a finite number")
 
 
-def test_a_config_built_by_hand_with_nan_is_never_written_as_invalid_json():
-    cfg = ReferenceConfig(dataset=DatasetConfig(label_noise=math.nan))
+def test_a_config_built_by_hand_with_nan_is_refused_and_never_written_as_invalid_json():
+    with pytest.raises(ConfigError, match=r"^label_noise must be a finite number"):
+        DatasetConfig(label_noise=math.nan)  # built from Python, a section is checked like YAML
+    with pytest.raises(ConfigError, match=r"^params.a\[1\] must be a finite number"):
+        SelectionSpec("el2n", "dynamics/prob", params={"a": [1.0, math.inf]})
+    # model_construct skips validation; to_dict still refuses to write what JSON cannot hold
+    cfg = ReferenceConfig.model_construct(dataset=DatasetConfig.model_construct(label_noise=math.nan))
     with pytest.raises(ConfigError, match=r"dataset.label_noise is nan; every number in a config must be"):
         to_dict(cfg)
-    study = StudyConfig(selections=[SelectionSpec("el2n", "x", params={"a": [1.0, math.inf]})])
+    spec = SelectionSpec.model_construct(algorithm="el2n", representation="x", params={"a": [1.0, math.inf]})
+    study = StudyConfig.model_construct(selections=[spec])
     with pytest.raises(ConfigError, match=r"selections\[0\].params.a\[1\] is inf"):
         to_dict(study)
     json.dumps(to_dict(StudyConfig()), allow_nan=False)  # a valid config always is valid JSON
@@ -285,10 +300,13 @@ def test_selection_params_are_accepted_exactly_when_they_are_finite_json(params)
         for v, depth in _leaves(params)
     )
     spec = {**SEL, "params": params}
-    if ok:
-        cfg = _study(selections=[spec])
-        assert cfg.selections[0].params == params
-        json.dumps(to_dict(cfg), allow_nan=False)
+    if ok:  # the free-form layer accepts it (the study then checks the names against the selector)
+        selection = from_dict(SelectionSpec, spec, where="selections[0]")
+        assert selection.params == params
+        json.dumps(to_dict(selection), allow_nan=False)
+        if params:
+            with pytest.raises(ConfigError, match=r"selections\[0\]: Unknown parameter\(s\)"):
+                _study(selections=[spec])
     else:
         with pytest.raises(ConfigError, match=r"selections\[0\].params"):
             _study(selections=[spec])
@@ -415,9 +433,8 @@ def test_the_plan_names_the_selection_key_and_suggests(selection, message):
 def test_a_representation_the_config_does_not_extract_is_refused_before_any_work(
     reference, selection, message
 ):
-    cfg = _study(reference=reference, selections=[{"algorithm": "el2n", "representation": selection}])
     with pytest.raises(ConfigError, match=rf"selections\[0\].representation: .*{message}"):
-        check_plan(cfg)
+        _study(reference=reference, selections=[{"algorithm": "el2n", "representation": selection}])
 
 
 def test_an_unknown_representation_through_the_cli_writes_nothing(tmp_path):

@@ -20,7 +20,7 @@ from rich.table import Table
 from datadiet._core.checks import did_you_mean
 from datadiet._core.files import atomic_write_json, load_array
 from datadiet._core.records import read_json_file
-from datadiet.errors import ParameterError
+from datadiet.errors import DatadietError, ParameterError, StoreError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Data pruning: representation x selection."
@@ -45,14 +45,12 @@ _DECIMAL = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 def _friendly_errors(func: F) -> F:
     """Turn user errors into one line on stderr and exit code 2.
 
-    User errors: bad values and types, missing or unreadable files and folders (any ``OSError``: not found,
-    permission denied, a folder where a file is expected, a full disk), unknown keys, a missing optional
-    dependency (whose message says what to install), a truncated file a library hit the end of
-    (``EOFError``, which click would print as a bare "Aborted."), and a damaged cache entry (with the
-    command that rebuilds it). Live progress bars are closed first, so the message starts its own line.
+    User errors are what datadiet raises for input a user can fix (:class:`~datadiet.errors.DatadietError`:
+    bad values and types, unknown names, malformed configs and datasets, a missing optional dependency, a
+    damaged cache entry with the command that rebuilds it) and ``OSError`` (a file or folder not found,
+    permission denied, a full disk). Anything else is a bug and keeps its traceback. Live progress bars are
+    closed first, so the message starts its own line.
     """
-
-    from datadiet.store._io import StoreError
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -61,8 +59,7 @@ def _friendly_errors(func: F) -> F:
         except StoreError as exc:  # a damaged or locked cache entry: the whole message names the fix
             _print_error(" ".join(str(exc).split()))
             raise typer.Exit(code=2) from None
-        except (ValueError, TypeError, OSError, KeyError, ImportError, EOFError) as exc:
-            # EOFError: a truncated file read by a library; click would print only "Aborted."
+        except (DatadietError, OSError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             _print_error(message)
             raise typer.Exit(code=2) from None
@@ -77,7 +74,11 @@ def _print_error(message: str) -> None:
 
 
 def _close_progress_bars() -> None:
-    """Close every live tqdm bar, which ends its line (or clears it), so nothing is printed onto a bar."""
+    """Stop datadiet's live progress display and close every live tqdm bar (the libraries datadiet calls draw
+    them), which ends or clears their lines, so nothing is printed onto a bar."""
+    from datadiet._core.progress import stop_live
+
+    stop_live()
     std = sys.modules.get("tqdm.std")  # never import tqdm just for this
     if std is None:
         return
@@ -86,7 +87,7 @@ def _close_progress_bars() -> None:
             bar.close()
 
 
-def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+def check_option(option: str, value: str, choices: tuple[str, ...]) -> str:
     """``value`` if it is one of ``choices``, else a ``ValueError`` with a "did you mean" hint."""
     if value not in choices:
         hint = did_you_mean(value, choices)
@@ -225,8 +226,8 @@ def select(
     from datadiet.selection.balancing import BALANCE_MODES
     from datadiet.selection.calibration import WEIGHTINGS
 
-    check_choice("--balance", balance, tuple(dict.fromkeys(("none", *BALANCE_MODES))))
-    check_choice("--weighting", weighting, tuple(WEIGHTINGS))
+    check_option("--balance", balance, tuple(dict.fromkeys(("none", *BALANCE_MODES))))
+    check_option("--weighting", weighting, tuple(WEIGHTINGS))
     params = parse_params(param or [])
     if val_groups is not None:
         params["val_groups"] = load_array(val_groups, name="val groups")
@@ -255,7 +256,7 @@ def engine_block(name: str, address: str | None) -> Iterator[None]:
     """Run the block's maps on the named engine (``local`` or ``ray``)."""
     from datadiet.distributed.engine import ENGINES, make_engine, use_engine
 
-    check_choice("--engine", name, tuple(ENGINES))
+    check_option("--engine", name, tuple(ENGINES))
     if address is not None and name != "ray":
         raise ParameterError("--ray-address needs --engine ray.")
     with use_engine(make_engine(name, address=address)):
@@ -291,7 +292,8 @@ def load_features(path: Path, *, name: str) -> Any:
 
 def _enclosing_entry(path: Path) -> Path | None:
     """The store entry folder that holds the file ``path`` (complete or partial), if any."""
-    from datadiet.store._io import KEY_PATTERN, MANIFEST, WRITER_SPEC
+    from datadiet.store._io import MANIFEST, WRITER_SPEC
+    from datadiet.store.keys import KEY_PATTERN
 
     folder = path.parent
     if KEY_PATTERN.fullmatch(folder.name) is None:
@@ -302,7 +304,8 @@ def _enclosing_entry(path: Path) -> Path | None:
 def _load_entry(folder: Path, *, name: str) -> Any:
     """The complete store entry ``folder``, or a ``ValueError`` saying what to pass instead."""
     from datadiet.store import RepresentationStore
-    from datadiet.store._io import KEY_PATTERN, MANIFEST, WRITER_SPEC
+    from datadiet.store._io import MANIFEST, WRITER_SPEC
+    from datadiet.store.keys import KEY_PATTERN
 
     keyed = KEY_PATTERN.fullmatch(folder.name) is not None
     if not keyed or not (folder / MANIFEST).is_file():
@@ -323,12 +326,10 @@ def _load_entry(folder: Path, *, name: str) -> Any:
 
 def _reference_config(path: Path, output: Path | None) -> Any:
     """The reference config in ``path``, with ``output`` replaced when ``--output`` is given."""
-    import dataclasses
-
     from datadiet.config import ReferenceConfig, load_config
 
     cfg = load_config(path, ReferenceConfig)
-    return cfg if output is None else dataclasses.replace(cfg, output=str(output))
+    return cfg if output is None else cfg.model_copy(update={"output": str(output)})
 
 
 @app.command()
@@ -438,9 +439,10 @@ def study(
 ) -> None:
     """Retrain the main model on every selection x budget x seed (resumable) and write the report."""
     from datadiet.config import StudyConfig, load_config
+
+    cfg = load_config(config, StudyConfig)  # every spec is checked here, before the heavy imports below
     from datadiet.pipeline.study import run_study
 
-    cfg = load_config(config, StudyConfig)
     with engine_block(engine, ray_address):
         out = run_study(cfg)
     console.print(f"results: {out / 'results.csv'}  report: {out / 'report.html'}")
@@ -456,7 +458,7 @@ def demo(
     ] = False,
 ) -> None:
     """The end-to-end study on the embedded default: Reuters R8 with MiniLM."""
-    check_choice("--mode", mode, ("frozen", "lora", "full"))
+    check_option("--mode", mode, ("frozen", "lora", "full"))
     from datadiet.pipeline.demo import demo_config
     from datadiet.pipeline.study import run_study
 

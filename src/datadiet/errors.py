@@ -21,8 +21,9 @@ class ParameterError(DatadietError, ValueError):
     """A parameter, argument or input array has a wrong value (out of range, wrong shape, unknown name)."""
 
 
-class ParameterTypeError(DatadietError, TypeError):
-    """A parameter, argument or input array has a wrong type."""
+class ParameterTypeError(DatadietError, TypeError, ValueError):
+    """A parameter, argument or input array has a wrong type (also a ``ValueError``, as scikit-learn's
+    ``InvalidParameterError`` is, so ``except ValueError`` catches every bad parameter)."""
 
 
 class ConfigError(DatadietError, ValueError):
@@ -45,6 +46,10 @@ class FieldError(DatadietError, ValueError):
     """A field of a JSON record is of the wrong type or out of range (the message is the problem)."""
 
 
+class PluginError(DatadietError, ImportError):
+    """An installed plugin failed to load; the message names its entry point and distribution."""
+
+
 class StoreError(DatadietError, RuntimeError):
     """A store entry is corrupt, incomplete, mismatched or locked; the message says how to fix it."""
 
@@ -62,6 +67,7 @@ __all__ = [
     "MissingDependencyError",
     "ParameterError",
     "ParameterTypeError",
+    "PluginError",
     "RunFolderError",
     "StoreError",
 ]

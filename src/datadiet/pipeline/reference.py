@@ -19,6 +19,7 @@ from datadiet.data.dataset import Dataset
 from datadiet.errors import ParameterError
 from datadiet.representations.base import Representation
 from datadiet.store import RepresentationStore, make_key
+from datadiet.store import provenance as provenance_of
 
 
 @dataclasses.dataclass
@@ -31,6 +32,8 @@ class Stage:
     store: RepresentationStore
     flipped: np.ndarray | None = None
     """Mask of training examples whose label was flipped (label noise), or None."""
+    splits: dict[str, Dataset] = dataclasses.field(default_factory=dict)
+    """Every split of the dataset as loaded (before slicing): the study evaluates on one of them."""
 
     @property
     def output(self) -> Path:
@@ -60,8 +63,8 @@ def prepare(cfg: ReferenceConfig) -> Stage:
         from datadiet.data.noise import flip_labels
 
         train, flipped = flip_labels(train, d.label_noise, seed=d.noise_seed)
-    store = RepresentationStore(cfg.represent.store or Path(cfg.output) / "store")
-    return Stage(cfg, train, val, store, flipped)
+    store = RepresentationStore(cfg.represent.store or Path(cfg.output) / "store")  # None: follows output
+    return Stage(cfg, train, val, store, flipped, splits)
 
 
 def _split(splits: dict[str, Dataset], name: str, source: str) -> Dataset:
@@ -71,9 +74,9 @@ def _split(splits: dict[str, Dataset], name: str, source: str) -> Dataset:
 
 
 def encoder_path(cfg: ReferenceConfig) -> str:
-    from datadiet.models.encoder import embedded_encoder_path
+    from datadiet.models.registry import encoder_path as resolve
 
-    return str(embedded_encoder_path()) if cfg.model.path == "embedded" else cfg.model.path
+    return resolve(cfg.model.path)
 
 
 def embeddings(stage: Stage, ds: Dataset) -> np.ndarray:
@@ -81,12 +84,12 @@ def embeddings(stage: Stage, ds: Dataset) -> np.ndarray:
     from datadiet.models.frozen import encode_texts
 
     path = encoder_path(stage.cfg)
-    provenance = {
-        "stage": "frozen-embeddings",
-        "dataset": ds.fingerprint(),
-        "model": _weights_fingerprint(path),
-        "max_length": stage.cfg.model.max_length,
-    }
+    provenance = provenance_of(
+        stage="frozen-embeddings",
+        dataset=ds.fingerprint(),
+        model=_weights_fingerprint(path),
+        max_length=stage.cfg.model.max_length,
+    )
     key = make_key(**provenance)
 
     def compute() -> Representation:
@@ -111,61 +114,27 @@ def build_model(stage: Stage) -> Any:
             f"The training split of {cfg.dataset.source} has {stage.train.n_classes} class "
             f"{list(stage.train.label_names)}; a classifier needs at least 2. Check the label column."
         )
-    if cfg.model.mode == "frozen":
-        if task != "classification":
-            raise ParameterError(
-                f"model.mode 'frozen' serves classification only; a {task} task needs lora or full."
-            )
-        from datadiet.models.frozen import FrozenHead
+    from datadiet.models.registry import ModelRequest, backend_for
 
-        tables = {stage.train.fingerprint(): embeddings(stage, stage.train)}
-        if stage.val is not None:
-            tables[stage.val.fingerprint()] = embeddings(stage, stage.val)
-        return FrozenHead(tables, stage.train.n_classes, head=cfg.model.head, seed=cfg.training.seed)
-    from datadiet.models.encoder import LoraSettings
-
-    m, seed = cfg.model, cfg.training.seed
-    lora = LoraSettings(r=m.lora.r, alpha=m.lora.alpha, dropout=m.lora.dropout) if m.mode == "lora" else None
-    if task == "generation":
-        from datadiet.models.causal_lm import CausalLM
-
-        return CausalLM(
-            lm_path(cfg), lora=lora, max_length=m.max_length, max_new_tokens=m.max_new_tokens, seed=seed
-        )
-    if task == "multiple_choice":
-        from datadiet.models.multiple_choice import EncoderMultipleChoice
-
-        return EncoderMultipleChoice(encoder_path(cfg), lora=lora, max_length=m.max_length, seed=seed)
-    from datadiet.models.encoder import EncoderClassifier
-
-    return EncoderClassifier(
-        encoder_path(cfg), stage.train.n_classes, lora=lora, max_length=m.max_length, seed=seed
+    backend = backend_for(task, cfg.model.mode)
+    request = ModelRequest(
+        cfg.model, cfg.training.seed, stage.train, stage.val, lambda ds: embeddings(stage, ds)
     )
+    return backend.build(request)
 
 
 def lm_path(cfg: ReferenceConfig) -> str:
     """The causal LM: the packaged SmolLM2-135M-Instruct (converted once from GGUF) or a local folder."""
-    from datadiet.models.causal_lm import embedded_lm_path
+    from datadiet.models.registry import lm_path as resolve
 
-    return str(embedded_lm_path()) if cfg.model.path == "embedded" else cfg.model.path
+    return resolve(cfg.model.path)
 
 
 def train_config(cfg: ReferenceConfig) -> Any:
+    """The loop's settings: the config's training section itself (its defaults resolved at load)."""
     from datadiet.training import TrainConfig
 
-    t = cfg.training
-    lr = t.lr if t.lr is not None else (1e-2 if cfg.model.mode == "frozen" else 5e-5)
-    return TrainConfig(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        eval_batch_size=t.eval_batch_size,
-        lr=lr,
-        weight_decay=t.weight_decay,
-        warmup_ratio=t.warmup_ratio,
-        seed=t.seed,
-        checkpoint_epochs=t.checkpoint_epochs,
-        record_in_training=t.record_in_training,
-    )
+    return TrainConfig.of(cfg.training)
 
 
 def run_reference(cfg: ReferenceConfig, stage: Stage | None = None) -> Any:

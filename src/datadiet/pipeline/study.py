@@ -19,7 +19,6 @@ fix). A refusal of the reference stage puts the previous ``study.resolved.json``
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import re
 import time
@@ -30,45 +29,42 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 import datadiet
 from datadiet._core.checks import did_you_mean
 from datadiet._core.faults import fault_point
-from datadiet._core.files import atomic_write_bytes, atomic_write_text
+from datadiet._core.files import atomic_write_bytes, atomic_write_text, npy_bytes
+from datadiet._core.locks import FileLock
+from datadiet._core.progress import ProgressBar
 from datadiet._core.records import Check, check_fields, integer, list_of, mapping, number, read_record, text
 from datadiet.config import (
     ConfigError,
-    ReferenceConfig,
     SelectionSpec,
     StudyConfig,
     cell_id,
-    check_selection_names,
     dumps_strict,
+    main_defaults,
     selection_file,
     to_dict,
 )
+from datadiet.config.plan import check_plan, check_representation, check_task, task_metrics  # noqa: F401
 from datadiet.data.dataset import Dataset, DatasetError
 from datadiet.errors import ParameterError
 from datadiet.metrics import dummy_scores, score
-from datadiet.pipeline.reference import Stage, build_model, embeddings, prepare, run_reference
-from datadiet.pipeline.represent import (
-    extracted,
-    representation_names,
-    run_fingerprint,
-    run_represent,
-)
+from datadiet.pipeline.reference import Stage, embeddings, prepare, run_reference
+from datadiet.pipeline.represent import run_fingerprint, run_represent
 from datadiet.representations.base import Representation
 from datadiet.store import make_key
-from datadiet.store._io import FileLock
 
 RANDOM = SelectionSpec("random", "", name="random")
 """The random baseline: uniform over the training split; it reads the split's size, no representation."""
-RANDOM_HASH_SPEC = dataclasses.asdict(SelectionSpec("random", "dynamics/prob", name="random"))
+RANDOM_HASH_SPEC = SelectionSpec("random", "dynamics/prob", name="random").model_dump()
 """What the random baseline's cells are hashed with: its spec from when it was bound to dynamics/prob. Its
 draws never depended on that representation (only on the number of rows, which the hash holds through the
 training split's fingerprint), so the finished random cells of existing studies stay valid."""
 METRICS = ("accuracy", "macro_f1", "rouge1", "rouge2", "rougeL")
+MAIN_KEYS = ("epochs", "head", "batch_size", "lr", "weight_decay", "warmup_ratio")
+"""The ``main`` settings every cell hash has held."""
 CELL_FIX = "delete it and rerun the study: that cell is recomputed"
 COSTS_FIX = "delete it and rerun the study: it only records timings"
 COST_KEYS = ("reference_seconds", "represent_seconds")
@@ -97,7 +93,6 @@ class Cell:
 
 def plan_cells(cfg: StudyConfig) -> list[Cell]:
     """Every cell of the study, baselines first."""
-    check_selection_names(cfg.selections)  # also checked at load; a config built by hand skips that
     cells = [Cell("full", None, 1.0, seed, "baseline") for seed in cfg.seeds]
     specs = [(RANDOM, "baseline")] + [(spec, "selection") for spec in cfg.selections]
     for spec, kind in specs:
@@ -108,59 +103,6 @@ def plan_cells(cfg: StudyConfig) -> list[Cell]:
     return cells
 
 
-# --- checks before any work -----------------------------------------------------------------------------
-def check_plan(cfg: StudyConfig) -> None:
-    """Refuse unknown selectors, bad selector parameters and representations the config never extracts,
-    naming the YAML key (``selections[2].representation``); runs before anything is written."""
-    for i, spec in enumerate(cfg.selections):
-        at = f"selections[{i}]"
-        try:
-            datadiet.SELECTORS.get(spec.algorithm)
-        except ValueError as exc:
-            raise ConfigError(f"{at}.algorithm: {exc}") from None
-        selector = _selector(spec, at)
-        check_representation(spec.representation, cfg.reference, f"{at}.representation")
-        if selector.needs_val:
-            check_representation(
-                spec.val_representation or "gradients/val", cfg.reference, f"{at}.val_representation"
-            )
-
-
-def _selector(spec: SelectionSpec, at: str) -> Any:
-    balance = None if spec.balance == "none" else spec.balance
-    try:
-        return datadiet.build_selector(
-            spec.algorithm, balance=balance, calibrate=spec.calibrate, weighting=spec.weighting, **spec.params
-        )
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{at}: {exc}") from None
-
-
-def check_representation(name: str, ref: ReferenceConfig, at: str) -> None:
-    names = representation_names(ref)
-    available = [n for n in names if extracted(n, ref)]
-    if name not in names:
-        raise ConfigError(
-            f"{at}: Unknown representation {name!r}.{did_you_mean(name, names)} This config extracts "
-            f"{available}."
-        )
-    if not extracted(name, ref):
-        raise ConfigError(f"{at}: {name!r} is not extracted by this config; it needs {names[name]}.")
-
-
-def check_task(cfg: StudyConfig, task: str) -> None:
-    """What only the dataset's task decides: a generation task has no classes and no labels."""
-    if task != "generation":
-        return
-    for i, spec in enumerate(cfg.selections):
-        at = f"selections[{i}]"
-        if "dynamics/class_probs" in (spec.representation, spec.val_representation):
-            raise ConfigError(f"{at}: a generation task has no class probabilities (dynamics/class_probs).")
-        if _selector(spec, at).needs_labels:
-            what = "balance: stratified" if spec.balance != "none" else f"algorithm {spec.algorithm!r}"
-            raise ConfigError(f"{at}: {what} needs class labels, which a generation task has none of.")
-
-
 class StudyRunner:
     """Holds what every cell shares: data, representations, embeddings, paths."""
 
@@ -168,17 +110,17 @@ class StudyRunner:
         self.cfg = cfg
         self.progress = progress
         self.out = Path(cfg.output)
-        self.ref_cfg = dataclasses.replace(cfg.reference, output=cfg.output)
+        self.ref_cfg = cfg.reference  # its output is the study's (resolved at load)
         self._reps: dict[str, Representation] = {}
         self._embeddings: dict[str, np.ndarray] = {}
 
     # --- set-up -------------------------------------------------------------------------------------
     def prepare(self, cells: list[Cell] | None = None) -> None:
         """Load and check everything a refusal can come from, then train, extract and record."""
-        self.stage: Stage = prepare(self.ref_cfg)  # loads the data; writes nothing
+        self.stage: Stage = prepare(self.ref_cfg)  # loads the data, once; writes nothing
         self.train = self.stage.train
-        self.metrics, self.primary_metric = task_metrics(self.cfg, self.train.task)
-        check_task(self.cfg, self.train.task)
+        self.metrics: list[str] = [str(m) for m in self.cfg.metrics or ()]  # resolved at load
+        self.primary_metric = str(self.cfg.primary_metric)
         self.evals = self._eval_sets()
         stored = self._stored_costs()
         for cell in cells or []:
@@ -192,7 +134,7 @@ class StudyRunner:
             run_reference(self.ref_cfg, self.stage)
             reference_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            self.index = run_represent(self.ref_cfg)
+            self.index = run_represent(self.ref_cfg, self.stage)
         self.costs = self._costs(stored, reference_seconds, time.perf_counter() - start)
         self.run_id = run_fingerprint(self.stage.run_dir)
 
@@ -215,7 +157,7 @@ class StudyRunner:
         from datadiet.data.loaders import load_dataset
 
         d = self.ref_cfg.dataset
-        evals = {"test": _split(d.load(), self.cfg.test_split, d.source, "test_split")}
+        evals = {"test": _split(self.stage.splits, self.cfg.test_split, d.source, "test_split")}
         if self.cfg.test_slice is not None and self.cfg.test_slice < len(evals["test"]):
             from datadiet.data.slicing import stratified_slice
 
@@ -254,7 +196,7 @@ class StudyRunner:
     # --- cells --------------------------------------------------------------------------------------
     def cell_hash(self, cell: Cell) -> str:
         """Everything a cell's result depends on; a finished cell is reused only if this matches."""
-        spec: Any = "full" if cell.spec is None else dataclasses.asdict(cell.spec)
+        spec: Any = "full" if cell.spec is None else cell.spec.model_dump()
         if cell.spec is RANDOM:
             spec = RANDOM_HASH_SPEC
         evals = {name: ds.fingerprint() for name, ds in self.evals.items()}
@@ -262,7 +204,7 @@ class StudyRunner:
             spec=spec,
             budget=cell.budget,
             seed=cell.seed,
-            main=dataclasses.asdict(self.cfg.main),
+            main=main_identity(self.cfg),
             run=self.run_id,
             train=self.train.fingerprint(),
             evals=evals,
@@ -336,10 +278,14 @@ class StudyRunner:
         return selection.indices, selection.weights
 
     def main_model(self, subset: Dataset, indices: np.ndarray, seed: int) -> Any:
-        """A fresh main model (same kind as the reference), seeded, with embeddings for the frozen path."""
-        stage = dataclasses.replace(self.stage, cfg=_main_reference(self.ref_cfg, seed, self.cfg.main.head))
-        model = build_model(stage)
-        if self.ref_cfg.model.mode == "frozen":
+        """A fresh main model (same kind as the reference, the main head), seeded, with embeddings for the
+        frozen path."""
+        from datadiet.models.registry import ModelRequest, backend_for
+
+        model_cfg = self.ref_cfg.model.model_copy(update={"head": self.cfg.main.head})
+        request = ModelRequest(model_cfg, seed, self.train, self.stage.val, self.embeddings)
+        model = backend_for(self.train.task, model_cfg.mode).build(request)
+        if model_cfg.mode == "frozen":
             model.attach_embeddings(subset, self.embeddings(self.train)[indices])
             for ds in self.evals.values():
                 model.attach_embeddings(ds, self.embeddings(ds))
@@ -352,20 +298,10 @@ class StudyRunner:
         return self._embeddings[key]
 
     def main_config(self, seed: int) -> Any:
+        """The main model's training settings: the study's ``main`` section with the cell's seed."""
         from datadiet.training import TrainConfig
 
-        m = self.cfg.main
-        frozen = self.ref_cfg.model.mode == "frozen"
-        lr = m.lr if m.lr is not None else (1e-2 if frozen else 5e-5)
-        epochs = m.epochs if m.epochs is not None else (20 if frozen else 3)
-        return TrainConfig(
-            epochs=epochs,
-            batch_size=m.batch_size,
-            lr=lr,
-            weight_decay=m.weight_decay,
-            warmup_ratio=m.warmup_ratio,
-            seed=seed,
-        )
+        return TrainConfig.of(self.cfg.main, seed=seed)
 
     def _evaluate(self, model: Any) -> dict[str, dict[str, float]]:
         """Every metric on every evaluation split: labels for classification and multiple choice, ROUGE of
@@ -400,10 +336,15 @@ class StudyRunner:
         }
 
 
-def _main_reference(cfg: Any, seed: int, head: str | None) -> Any:
-    """The reference config with the main model's seed (and head, for the frozen path)."""
-    model = cfg.model if head is None else dataclasses.replace(cfg.model, head=head)
-    return dataclasses.replace(cfg, model=model, training=dataclasses.replace(cfg.training, seed=seed))
+def main_identity(cfg: StudyConfig) -> dict[str, Any]:
+    """The ``main`` settings as a cell's hash holds them: a setting at its mode default as ``None`` (as it
+    was written before defaults were resolved at load), so the finished cells of existing studies stay
+    valid; a parameter added to the section later enters the hash only once it differs from its default."""
+    defaults = main_defaults(cfg.reference)
+    main = cfg.main.model_dump()
+    fields = type(cfg.main).model_fields
+    out = {key: None if key in defaults and value == defaults[key] else value for key, value in main.items()}
+    return {key: value for key, value in out.items() if key in MAIN_KEYS or value != fields[key].default}
 
 
 def _split(splits: dict[str, Dataset], name: str, source: str, key: str) -> Dataset:
@@ -503,30 +444,13 @@ def check_cell(
 
 
 # --- results ------------------------------------------------------------------------------------------
-def task_metrics(cfg: StudyConfig, task: str) -> tuple[list[str], str]:
-    """The study's metrics and primary metric, defaulting by task."""
-    generation = task == "generation"
-    metrics = cfg.metrics or (["rouge1", "rouge2", "rougeL"] if generation else ["accuracy", "macro_f1"])
-    primary = cfg.primary_metric or {"generation": "rougeL", "multiple_choice": "accuracy"}.get(
-        task, "macro_f1"
-    )
-    rouge = {"rouge1", "rouge2", "rougeL"}
-    if generation != bool(set(metrics) & rouge) or (generation and not set(metrics) <= rouge):
-        raise ParameterError(
-            f"metrics {metrics} do not fit a {task} task; use rouge* for generation, else accuracy/macro_f1."
-        )
-    if primary not in metrics:
-        raise ParameterError(f"primary_metric {primary!r} is not among the metrics {metrics}.")
-    return metrics, primary
-
-
 def n_outputs(ds: Dataset) -> int:
     """Number of classes (classification) or options (multiple choice)."""
     return ds.n_classes if ds.task == "classification" else max(len(c) for c in ds.choices)
 
 
 def generation_scores(references: list[str], predictions: list[str], metrics: list[str]) -> dict[str, float]:
-    from datadiet.metrics_rouge import rouge_scores
+    from datadiet.metrics import rouge_scores
 
     values = rouge_scores(references, predictions)
     return {name: values[name] for name in metrics}
@@ -609,9 +533,7 @@ def write_study_json(runner: StudyRunner, results: pd.DataFrame) -> None:
     full = results[(results.selection == "full")]
     flipped = None
     if runner.stage.flipped is not None:
-        buffer = io.BytesIO()
-        np.save(buffer, runner.stage.flipped, allow_pickle=False)
-        atomic_write_bytes(out / "flipped.npy", buffer.getvalue())
+        atomic_write_bytes(out / "flipped.npy", npy_bytes(runner.stage.flipped))
         flipped = "flipped.npy"
     noise = runner.ref_cfg.dataset.label_noise
     confidence = runner.index.get("dynamics/prob", {}).get("path")
@@ -653,22 +575,21 @@ def write_study_json(runner: StudyRunner, results: pd.DataFrame) -> None:
 
 def run_study(cfg: StudyConfig, *, progress: bool = True, report: bool = True) -> Path:
     """Run (or resume) the study in ``cfg.output``; returns the study directory."""
-    cells = plan_cells(cfg)
-    check_plan(cfg)
+    cells = plan_cells(cfg)  # the config was checked (names, plan, metrics) when it was built
     runner = StudyRunner(cfg, progress=progress)
     runner.prepare(cells)
     pending = [cell for cell in cells if not runner.done(cell)]
-    bar = tqdm(total=len(cells), initial=len(cells) - len(pending), desc="study cells", disable=not progress)
+    bar = ProgressBar("study cells", total=len(cells), completed=len(cells) - len(pending), enabled=progress)
     try:
         for cell in pending:
-            bar.set_postfix_str(cell.id, refresh=False)
+            bar.note(cell.id)
             # a second study process on the same output waits for the cell, then reuses it
             lock = runner.out / "cells" / f".{cell.id}.lock"
             with FileLock(lock, timeout=None, what=f"study cell {cell.id}"):
                 if not runner.done(cell):
                     runner.run_cell(cell)
             fault_point("study.cell")
-            bar.update()
+            bar.advance()
     finally:
         bar.close()  # an error is printed below the bar, not onto it
     results = assemble(runner, cells)

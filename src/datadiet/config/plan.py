@@ -1,0 +1,93 @@
+"""A study's plan checked at load, against the registries: selectors, their parameters, representations.
+
+Each check names the YAML key (``selections[2].representation``) and runs while the config is built, so a
+misspelled algorithm, representation or parameter is refused before any data is read or file written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from datadiet._core.checks import did_you_mean
+from datadiet.errors import ConfigError
+
+if TYPE_CHECKING:
+    from datadiet.config.schema import ReferenceConfig
+    from datadiet.config.study import SelectionSpec, StudyConfig
+
+ROUGE = ("rouge1", "rouge2", "rougeL")
+
+
+def check_plan(cfg: StudyConfig) -> None:
+    """Refuse unknown selectors, bad selector parameters and representations the config never extracts."""
+    import datadiet
+
+    for i, spec in enumerate(cfg.selections):
+        at = f"selections[{i}]"
+        try:
+            datadiet.SELECTORS.get(spec.algorithm)
+        except ValueError as exc:
+            raise ConfigError(f"{at}.algorithm: {exc}") from None
+        selector = build(spec, at)
+        check_representation(spec.representation, cfg.reference, f"{at}.representation")
+        if selector.needs_val:
+            check_representation(
+                spec.val_representation or "gradients/val", cfg.reference, f"{at}.val_representation"
+            )
+
+
+def build(spec: SelectionSpec, at: str) -> Any:
+    """The selector ``spec`` names, built with its parameters (balance and calibration included)."""
+    import datadiet
+
+    balance = None if spec.balance == "none" else spec.balance
+    try:
+        return datadiet.build_selector(
+            spec.algorithm, balance=balance, calibrate=spec.calibrate, weighting=spec.weighting, **spec.params
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{at}: {exc}") from None
+
+
+def check_representation(name: str, ref: ReferenceConfig, at: str) -> None:
+    """Refuse a representation name that does not exist or that ``ref`` does not extract."""
+    from datadiet.representations.extractors import extracted, representation_names  # lazy: no import cycle
+
+    names = representation_names(ref)
+    available = [n for n in names if extracted(n, ref)]
+    if name not in names:
+        raise ConfigError(
+            f"{at}: Unknown representation {name!r}.{did_you_mean(name, names)} This config extracts "
+            f"{available}."
+        )
+    if not extracted(name, ref):
+        raise ConfigError(f"{at}: {name!r} is not extracted by this config; it needs {names[name]}.")
+
+
+def check_task(cfg: StudyConfig, task: str) -> None:
+    """What only the dataset's task decides: a generation task has no classes and no labels."""
+    if task != "generation":
+        return
+    for i, spec in enumerate(cfg.selections):
+        at = f"selections[{i}]"
+        if "dynamics/class_probs" in (spec.representation, spec.val_representation):
+            raise ConfigError(f"{at}: a generation task has no class probabilities (dynamics/class_probs).")
+        if build(spec, at).needs_labels:
+            what = "balance: stratified" if spec.balance != "none" else f"algorithm {spec.algorithm!r}"
+            raise ConfigError(f"{at}: {what} needs class labels, which a generation task has none of.")
+
+
+def task_metrics(metrics: Sequence[str] | None, primary: str | None, task: str) -> tuple[list[Any], Any]:
+    """The study's metrics and primary metric, defaulting by task; refused unless they fit the task."""
+    generation = task == "generation"
+    metrics = list(metrics or (ROUGE if generation else ("accuracy", "macro_f1")))
+    primary = primary or {"generation": "rougeL", "multiple_choice": "accuracy"}.get(task, "macro_f1")
+    rouge = set(ROUGE)
+    if generation != bool(set(metrics) & rouge) or (generation and not set(metrics) <= rouge):
+        raise ConfigError(
+            f"metrics {metrics} do not fit a {task} task; use rouge* for generation, else accuracy/macro_f1."
+        )
+    if primary not in metrics:
+        raise ConfigError(f"primary_metric {primary!r} is not among the metrics {metrics}.")
+    return metrics, primary
