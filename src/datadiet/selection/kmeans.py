@@ -109,6 +109,7 @@ import numbers
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -135,10 +136,10 @@ from datadiet.selection._numerics import (
     unit_rows,
 )
 
-try:
-    import faiss
-except ImportError:  # pragma: no cover - faiss is the optional extra "fast"
-    faiss = None  # type: ignore[assignment]
+_NOT_LOADED: Any = object()
+faiss: Any = _NOT_LOADED
+"""The faiss module, imported on first use (it takes ~1 s, which a refused config should not wait for);
+None when it is not installed (the optional extra "fast")."""
 
 METRICS: tuple[str, ...] = ("euclidean", "cosine")
 ENGINES: tuple[str, ...] = ("auto", "faiss", "sklearn")
@@ -370,10 +371,22 @@ def _check_params(n_clusters, metric, n_init, max_iter, tol, engine, max_points_
         raise param_error("kmeans", "tol", "a float in the range [0, inf)", tol)
 
 
+def _loaded_faiss() -> Any:
+    """The faiss module (imported once, here), or None when it is not installed."""
+    global faiss
+    if faiss is _NOT_LOADED:
+        try:
+            import faiss as module
+        except ImportError:  # pragma: no cover - faiss is the optional extra "fast"
+            module = None
+        faiss = module
+    return faiss
+
+
 def _resolve_engine(engine: str) -> str:
     if engine == "auto":
-        return "sklearn" if faiss is None else "faiss"
-    if engine == "faiss" and faiss is None:
+        return "sklearn" if _loaded_faiss() is None else "faiss"
+    if engine == "faiss" and _loaded_faiss() is None:
         raise MissingDependencyError(FAISS_MISSING)
     return engine
 
@@ -678,16 +691,18 @@ def _flat_index(d: int, metric: str):
 
 def _faiss():  # -> the faiss module (narrowed from ``module | None``)
     """faiss, which :func:`_resolve_engine` made sure is installed before any faiss path runs."""
-    if faiss is None:
+    lib = _loaded_faiss()
+    if lib is None:
         raise MissingDependencyError(FAISS_MISSING)
-    return faiss
+    return lib
 
 
 def _gpu_count() -> int:
     """Visible faiss GPUs (0 without faiss-gpu)."""
-    if faiss is None or not hasattr(faiss, "StandardGpuResources"):
+    lib = _loaded_faiss()
+    if lib is None or not hasattr(lib, "StandardGpuResources"):
         return 0
-    return faiss.get_num_gpus()  # pragma: no cover - GPU builds only
+    return lib.get_num_gpus()  # pragma: no cover - GPU builds only
 
 
 @contextlib.contextmanager
