@@ -38,6 +38,14 @@ class MissingAssetError(DatasetError, ImportError):
     """The package that holds an embedded dataset or model is not installed (or lacks the file)."""
 
 
+class NotFoundError(DatadietError, KeyError):
+    """A named thing (a checkpoint epoch, an attached embedding table) is not there; the message lists what
+    is."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class MissingDependencyError(DatadietError, ImportError):
     """An optional dependency is not installed; the message says what to install."""
 
@@ -65,6 +73,7 @@ __all__ = [
     "FieldError",
     "MissingAssetError",
     "MissingDependencyError",
+    "NotFoundError",
     "ParameterError",
     "ParameterTypeError",
     "PluginError",

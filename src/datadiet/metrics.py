@@ -77,7 +77,14 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = Non
     from sklearn.metrics import f1_score
 
     labels = None if n_classes is None else list(range(n_classes))
-    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+    score = f1_score(
+        y_true,
+        y_pred,
+        labels=labels,
+        average="macro",
+        zero_division=0,  # pyright: ignore[reportArgumentType] (sklearn ships no stubs; inferred from "warn")
+    )
+    return float(score)
 
 
 def rouge_scores(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:

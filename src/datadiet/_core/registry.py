@@ -24,7 +24,7 @@ import importlib.metadata
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from datadiet._core.checks import did_you_mean
 from datadiet.errors import DatadietError, ParameterError, PluginError
@@ -79,7 +79,7 @@ class Registry(Generic[T]):
                 )
             if isinstance(obj, type):
                 obj.name = name  # type: ignore[attr-defined]
-            self._entries[name] = obj
+            self._entries[name] = cast(T, obj)
             self._owners[name] = owner
             if _PLUGINS.current is not None:
                 self._from_plugins.add(name)

@@ -115,21 +115,21 @@ def gradient_jacobian(h: np.ndarray, w: np.ndarray, y: int) -> np.ndarray:
     ndarray of shape (d, d)
         Entry ``[i, j]`` is ``∂g_i / ∂h_j``.
     """
-    h, w, y = _check_point(h, w, y)
-    z = y * (w @ h)
-    return -y * expit(-z) * np.eye(len(h)) + expit(z) * expit(-z) * np.outer(h, w)
+    h, w, sign = _check_point(h, w, y)
+    z = sign * (w @ h)
+    return -sign * expit(-z) * np.eye(len(h)) + expit(z) * expit(-z) * np.outer(h, w)
 
 
 def loss_gradient(h: np.ndarray, w: np.ndarray, y: int) -> np.ndarray:
     """``g(h) = ∂ℓ/∂w = -y σ(-z) h``, the per-example gradient with respect to the weight."""
-    h, w, y = _check_point(h, w, y)
-    return -y * expit(-y * (w @ h)) * h
+    h, w, sign = _check_point(h, w, y)
+    return -sign * expit(-sign * (w @ h)) * h
 
 
 def logistic_loss(h: np.ndarray, w: np.ndarray, y: int) -> float:
     """``ℓ = log(1 + e^{-z})``, computed as ``logaddexp(0, -z)``."""
-    h, w, y = _check_point(h, w, y)
-    return float(np.logaddexp(0.0, -y * (w @ h)))
+    h, w, sign = _check_point(h, w, y)
+    return float(np.logaddexp(0.0, -sign * (w @ h)))
 
 
 def margin(h: np.ndarray, w: np.ndarray, y: np.ndarray | int) -> np.ndarray:

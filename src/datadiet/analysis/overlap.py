@@ -140,7 +140,9 @@ def _rank_correlation(scores: np.ndarray) -> np.ndarray:
     out = np.full((m, m), np.nan)
     keep = np.flatnonzero(~constant)
     if len(keep) >= 2:
-        statistic = np.asarray(stats.spearmanr(scores[:, keep]).statistic, dtype=np.float64)
+        # scipy's annotations type the result as an unnamed tuple, without its ``statistic`` field
+        rho = stats.spearmanr(scores[:, keep]).statistic  # pyright: ignore[reportAttributeAccessIssue]
+        statistic = np.asarray(rho, dtype=np.float64)
         if statistic.ndim == 0:  # spearmanr returns a scalar for two columns
             statistic = np.array([[1.0, statistic], [statistic, 1.0]])
         out[np.ix_(keep, keep)] = statistic

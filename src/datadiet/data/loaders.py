@@ -22,11 +22,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from datadiet.data.dataset import TASKS, Dataset, DatasetError, encode_labels
+from datadiet.data.dataset import TASKS, Dataset, DatasetError, Task, encode_labels
 from datadiet.data.formats import (
     COMPRESSED,
     FORMATS,
@@ -56,7 +56,7 @@ class _Spec:
     text_pair: str | None
     label: str | None
     id: str | None
-    task: str
+    task: Task
     choices: str | None
     target: str | None
 
@@ -162,7 +162,7 @@ def _make_spec(
         choices = choices or "choices"
     if task == "generation":
         target = target or "target"
-    return _Spec(text, text_pair, label, id, task, choices, target)
+    return _Spec(text, text_pair, label, id, cast(Task, task), choices, target)
 
 
 def _is_embedded_name(source: str | os.PathLike[str]) -> bool:
@@ -271,7 +271,9 @@ def _read_hf_disk(path: str | os.PathLike[str]) -> dict[str, _RawSplit]:
             f"Reading a Hugging Face dataset saved with save_to_disk needs `datasets`: {HF_INSTALL}"
         ) from exc
     loaded = datasets.load_from_disk(str(path))
-    parts = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"": loaded}
+    parts = (
+        {str(s): p for s, p in loaded.items()} if isinstance(loaded, datasets.DatasetDict) else {"": loaded}
+    )
     return {
         SPLIT_ALIASES.get(s, s): _hf_split(part, f"{path}[{s}]" if s else str(path))
         for s, part in parts.items()
@@ -358,16 +360,17 @@ def _build(
     if spec.task == "classification" and spec.label is not None:
         options["labels"] = _class_labels(raw, spec.label, names, origin=origin, split=split)
         options["label_names"] = names
-    elif spec.task == "multiple_choice":
-        options["choices"] = _choice_lists(table[spec.choices], where=raw.where)
-        options["labels"] = _choice_labels(_label_values(raw, spec.label), options["choices"], raw.where)
-    elif spec.task == "generation":
-        options["targets"] = table[spec.target]
+    elif spec.task == "multiple_choice":  # _make_spec named the choices column
+        options["choices"] = _choice_lists(table[cast(str, spec.choices)], where=raw.where)
+        labels = _label_values(raw, cast(str, spec.label))
+        options["labels"] = _choice_labels(labels, options["choices"], raw.where)
+    elif spec.task == "generation":  # _make_spec named the target column
+        options["targets"] = table[cast(str, spec.target)]
     meta = {"source": raw.where, "format": raw.file_format, "columns": dict(spec.required())}
     try:
         return Dataset(
-            _ids(table, spec.id, split, n, raw.where), list(table[spec.text]), task=spec.task,
-            name=name, split=split, meta=meta, **options,
+            np.asarray(_ids(table, spec.id, split, n, raw.where), dtype=object), list(table[spec.text]),
+            task=spec.task, name=name, split=split, meta=meta, **options,
         )  # fmt: skip
     except DatasetError as exc:
         raise DatasetError(f"{raw.where}: {exc}") from exc

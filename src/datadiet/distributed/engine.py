@@ -230,10 +230,11 @@ def _portable(value: Any) -> Any:
 
 def _is_whole_npy(x: np.memmap) -> bool:
     """Whether ``x`` is the full array of the ``.npy`` file it maps (not a slice or a raw file)."""
-    if not str(x.filename).endswith(".npy"):
+    filename = x.filename
+    if filename is None or not str(filename).endswith(".npy"):
         return False
     try:
-        whole = np.load(x.filename, mmap_mode="r", allow_pickle=False)
+        whole = np.load(filename, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         return False
     return whole.shape == x.shape and whole.dtype == x.dtype and whole.offset == x.offset

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -142,7 +142,8 @@ class CausalLM(ReferenceModel):
         """
         idx = check_indices(indices, _check_generation(ds))
         prompts = self._prompt_ids([ds.texts[i] for i in idx])
-        targets = self._target_ids([ds.targets[i] for i in idx])
+        given = cast("list[str]", ds.targets)  # not None: _check_generation refuses that
+        targets = self._target_ids([given[i] for i in idx])
         sequences, n_prompt = [], []
         for prompt, target in zip(prompts, targets, strict=True):
             keep_prompt, keep_target = fit_lengths(len(prompt), len(target), self.max_length)
@@ -271,7 +272,7 @@ class CausalLM(ReferenceModel):
             pad_token_id=self.tokenizer.pad_token_id,
         )
         device = self.device
-        sequences = self.module.generate(
+        sequences = cast(Any, self.module).generate(  # a transformers model (GenerationMixin)
             input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config
         )
         new = sequences[:, input_ids.shape[1] :].cpu()
@@ -349,8 +350,8 @@ def _check_generation(ds: Dataset) -> int:
 
 def _decoder(module: nn.Module) -> nn.Module:
     """The transformer body (no ``lm_head``) of a causal LM, through a peft wrapper if there is one."""
-    model = module.get_base_model() if hasattr(module, "get_base_model") else module
-    return model.base_model
+    model = cast(Any, module).get_base_model() if hasattr(module, "get_base_model") else module
+    return cast(nn.Module, model.base_model)
 
 
 def _load_tokenizer(path: Path) -> Any:

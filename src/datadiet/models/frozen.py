@@ -12,7 +12,7 @@ import hashlib
 import os
 import weakref
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from torch import nn
 from datadiet._core.checks import check_indices, check_number
 from datadiet._core.progress import track
 from datadiet.data.dataset import Dataset
-from datadiet.errors import ParameterError, ParameterTypeError
+from datadiet.errors import NotFoundError, ParameterError, ParameterTypeError
 from datadiet.models.base import (
     GradientTarget,
     ReferenceModel,
@@ -196,7 +196,8 @@ class FrozenHead(ReferenceModel):
     def pooled_hidden(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The embedding (linear head) or the hidden ReLU activation (MLP head), shape (batch, h)."""
         with inference_mode(self.module):
-            return self.module.features(self.to_device(batch)["embeddings"])
+            head = cast(HeadNetwork, self.module)  # set in __init__
+            return head.features(self.to_device(batch)["embeddings"])
 
     def gradient_target(self) -> GradientTarget:
         """``"classifier"``: the last Linear layer, ``module.classifier``."""
@@ -231,7 +232,7 @@ class FrozenHead(ReferenceModel):
     def _table(self, ds: Dataset) -> np.ndarray:
         fingerprint = self._fingerprint(ds)
         if fingerprint not in self._tables:
-            raise KeyError(
+            raise NotFoundError(
                 f"No embeddings attached for {ds.name}/{ds.split} (fingerprint {fingerprint}); call "
                 "model.attach_embeddings(ds, encode_texts(model_path, ds)) first."
             )

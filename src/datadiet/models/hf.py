@@ -85,17 +85,19 @@ def _with_lora(model: nn.Module, lora: LoraConfig, task_type: str | None, save_h
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
 
-    head: dict[str, list[str]] = {}
+    exclude: list[str] | None = None  # peft's defaults
+    keep: list[str] | None = None
     if save_head:  # peft has no task type that keeps training the head: name it
         head_name, _ = final_linear(model)
-        head = {"exclude_modules": [head_name], "modules_to_save": [head_name]}
+        exclude, keep = [head_name], [head_name]
     config = PeftLoraConfig(
         task_type=None if task_type is None else TaskType[task_type],
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=LORA_TARGETS,
-        **head,
+        exclude_modules=exclude,
+        modules_to_save=keep,
     )
     with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)

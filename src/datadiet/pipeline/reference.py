@@ -147,7 +147,7 @@ def run_reference(cfg: ReferenceConfig, stage: Stage | None = None) -> Any:
 
     stage = stage or prepare(cfg)
     if cfg.run_dir:  # an existing run, e.g. recorded inside the user's own Trainer run
-        run = _open_recorded_run(cfg, stage)
+        run = _open_recorded_run(cfg.run_dir, stage)
         _write_resolved(cfg, stage)
         return run
     settings = train_config(cfg)
@@ -163,18 +163,18 @@ def _write_resolved(cfg: ReferenceConfig, stage: Stage) -> None:
     atomic_write_json(stage.output / "config.resolved.json", to_dict(cfg))
 
 
-def _open_recorded_run(cfg: ReferenceConfig, stage: Stage) -> Any:
-    """The finished run in ``cfg.run_dir``, refused unless it trained on the configured split, in order."""
+def _open_recorded_run(run_dir: str, stage: Stage) -> Any:
+    """The finished run in ``run_dir``, refused unless it trained on the configured split, in order."""
     from datadiet.training import ReferenceRun
 
-    run = ReferenceRun.open(cfg.run_dir)  # type: ignore[arg-type]
+    run = ReferenceRun.open(run_dir)
     ours = stage.train.ids.astype(str)
     if not np.array_equal(np.asarray(run.ids).astype(str), ours):
         theirs = [str(i) for i in run.ids[:3]]
         raise ParameterError(
-            f"'{cfg.run_dir}' recorded {len(run.ids)} examples (first ids {theirs}) but the configured "
+            f"'{run_dir}' recorded {len(run.ids)} examples (first ids {theirs}) but the configured "
             f"training split has {len(ours)} (first ids {[str(i) for i in ours[:3]]}). Set dataset.id to the "
-            f"id column your Trainer run used (its ids are in '{Path(cfg.run_dir) / 'ids.json'}'), or point "
+            f"id column your Trainer run used (its ids are in '{Path(run_dir) / 'ids.json'}'), or point "
             "dataset at the data that run trained on, in the same order."
         )
     return run

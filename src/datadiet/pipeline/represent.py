@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -319,7 +319,7 @@ def _extract_resumably(
     desc = f"gradients epoch {ckpt.epoch} ({ds.split})"
     return _extract_chunks(
         stage, job, key, provenance, "gradients", _gradient_chunk, desc,
-        dim=g.dim, batch_size=g.batch_size, fault_site="represent.chunk",
+        dim=g.dim, batch_size=cast(int, g.batch_size), fault_site="represent.chunk",  # resolved at load
     )  # fmt: skip
 
 
@@ -380,7 +380,7 @@ def _gradient_chunk(state: tuple[_ModelJob, Any, Any], piece: tuple[int, int]) -
     target = model.gradient_target() if g.target == "auto" else g.target
     return per_sample_gradients(
         model.module,
-        batches(model, job.ds, g.batch_size, np.arange(*piece)),
+        batches(model, job.ds, cast(int, g.batch_size), np.arange(*piece)),  # resolved at load
         model.per_example_loss,
         target=target,
         dim=g.dim,

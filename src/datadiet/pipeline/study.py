@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -186,7 +186,7 @@ class StudyRunner:
                 raise ParameterError(
                     f"Unknown representation {name!r}.{hint} Available: {sorted(self.index)}."
                 )
-            rep = self.stage.store.load(self.index[name]["key"])
+            rep = cast(Representation, self.stage.store.load(self.index[name]["key"]))  # the index lists it
             if name.startswith(("dynamics", "hidden")) or name == "gradients/train":
                 if not np.array_equal(np.asarray(rep.ids).astype(str), self.train.ids.astype(str)):
                     raise ParameterError(f"representation {name} does not follow the training split's ids.")
@@ -311,9 +311,9 @@ class StudyRunner:
         out = {}
         for name, ds in self.evals.items():
             if ds.task == "generation":
-                out[name] = generation_scores(ds.targets, model.generate(ds), self.metrics)
+                out[name] = generation_scores(_targets(ds), model.generate(ds), self.metrics)
             else:
-                out[name] = score(ds.labels, predict(model, ds), self.metrics, n_outputs(ds))
+                out[name] = score(_labels(ds), predict(model, ds), self.metrics, n_outputs(ds))
         return out
 
     def _row_base(self, cell: Cell, k: int, select_s: float, train_s: float, idx: np.ndarray) -> dict:
@@ -446,7 +446,16 @@ def check_cell(
 # --- results ------------------------------------------------------------------------------------------
 def n_outputs(ds: Dataset) -> int:
     """Number of classes (classification) or options (multiple choice)."""
-    return ds.n_classes if ds.task == "classification" else max(len(c) for c in ds.choices)
+    choices = cast(list[list[str]], ds.choices)  # a multiple-choice split has choices
+    return ds.n_classes if ds.task == "classification" else max(len(c) for c in choices)
+
+
+def _targets(ds: Dataset) -> list[str]:
+    return cast(list[str], ds.targets)  # a generation split has targets
+
+
+def _labels(ds: Dataset) -> np.ndarray:
+    return cast(np.ndarray, ds.labels)  # a classification or multiple-choice split has labels
 
 
 def generation_scores(references: list[str], predictions: list[str], metrics: list[str]) -> dict[str, float]:
@@ -466,8 +475,8 @@ def lead_sentence(text: str) -> str:
 def dummy_for(train: Dataset, ds: Dataset, metrics: list[str]) -> dict[str, float]:
     """The dummy baseline: majority-or-random for labels, LEAD-1 (the first input sentence) for generation."""
     if ds.task == "generation":
-        return generation_scores(ds.targets, [lead_sentence(t) for t in ds.texts], metrics)
-    return dummy_scores(train.labels, ds.labels, metrics, n_outputs(ds), seed=0)
+        return generation_scores(_targets(ds), [lead_sentence(t) for t in ds.texts], metrics)
+    return dummy_scores(_labels(train), _labels(ds), metrics, n_outputs(ds), seed=0)
 
 
 def assemble(runner: StudyRunner, cells: list[Cell]) -> pd.DataFrame:
@@ -531,9 +540,9 @@ def write_results(runner: StudyRunner, results: pd.DataFrame) -> None:
 def write_study_json(runner: StudyRunner, results: pd.DataFrame) -> None:
     cfg, out = runner.cfg, runner.out
     full = results[(results.selection == "full")]
-    flipped = None
-    if runner.stage.flipped is not None:
-        atomic_write_bytes(out / "flipped.npy", npy_bytes(runner.stage.flipped))
+    flipped, mask = None, runner.stage.flipped
+    if mask is not None:
+        atomic_write_bytes(out / "flipped.npy", npy_bytes(mask))
         flipped = "flipped.npy"
     noise = runner.ref_cfg.dataset.label_noise
     confidence = runner.index.get("dynamics/prob", {}).get("path")
@@ -550,9 +559,7 @@ def write_study_json(runner: StudyRunner, results: pd.DataFrame) -> None:
             **runner.costs,
             "full_train_seconds": float(full.groupby("seed").train_seconds.first().mean()),
         },
-        "label_noise": None
-        if flipped is None
-        else {"fraction": noise, "n_flipped": int(runner.stage.flipped.sum())},
+        "label_noise": None if mask is None else {"fraction": noise, "n_flipped": int(mask.sum())},
         "selections": [
             {
                 "name": s.label,

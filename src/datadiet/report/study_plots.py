@@ -13,7 +13,8 @@ span a factor of 8 or more. Each selection keeps one colour across figures (:fun
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,7 @@ def selection_colors(names: Sequence[str]) -> dict[str, str]:
     return {RANDOM: RANDOM_COLOR, **colors}
 
 
-def _line_style(name: str, names: Sequence[str]) -> dict[str, object]:
+def _line_style(name: str, names: Sequence[str]) -> dict[str, Any]:
     """Dashed squares for ``random``; markers change each time the palette repeats."""
     if name == RANDOM:
         return {"linestyle": "--", "marker": "s", "linewidth": 1.6}
@@ -72,7 +73,9 @@ def _line_style(name: str, names: Sequence[str]) -> dict[str, object]:
 
 def _per_run(results: pd.DataFrame) -> pd.DataFrame:
     """One row per training run of a budgeted selection (the metric rows of a run share its costs)."""
-    rows = results[~results["selection"].isin(REFERENCE_BASELINES) & results["budget"].notna()]
+    rows: pd.DataFrame = results.loc[
+        ~results["selection"].isin(REFERENCE_BASELINES) & results["budget"].notna()
+    ]
     key = ["cell"] if "cell" in rows.columns else ["selection", "budget", "seed"]
     return rows.drop_duplicates(key)
 
@@ -86,7 +89,7 @@ def _curve(rows: pd.DataFrame, column: str) -> pd.DataFrame:
     return curve
 
 
-def _budget_axis(ax, budgets: Sequence[float]) -> None:
+def _budget_axis(ax, budgets: Iterable[float]) -> None:
     budgets = sorted({float(b) for b in budgets})
     if not budgets:
         return
@@ -125,13 +128,13 @@ def plot_performance(
     Lines are the mean over seeds and the shaded band is ± one standard deviation. ``full`` (all
     training data) and ``dummy`` (majority class) are horizontal reference lines.
     """
-    rows = results[results["split"] == split]
+    rows: pd.DataFrame = results.loc[results["split"] == split]
     names = selection_order(rows, order)
     colors = selection_colors(names)
     fig = new_figure(max(5.5, 5.2 * len(metrics)), 4.6)
     axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
     for ax, metric in zip(axes, metrics, strict=True):
-        _draw_metric_panel(ax, rows[rows["metric"] == metric], names, colors)
+        _draw_metric_panel(ax, rows.loc[rows["metric"] == metric], names, colors)
         ax.set_title(f"{_text(metric)} on {_text(split)}", fontsize=10)
         ax.set_ylabel(_text(metric))
     _bottom_legend(fig, axes[0])
@@ -139,7 +142,7 @@ def plot_performance(
 
 
 def _draw_metric_panel(ax, rows: pd.DataFrame, names: list[str], colors: Mapping[str, str]) -> None:
-    curve = _curve(rows[rows["selection"].isin(names)], "value")
+    curve = _curve(rows.loc[rows["selection"].isin(names)], "value")
     for name in names:
         part = curve[curve["selection"] == name]
         ax.plot(
@@ -253,7 +256,7 @@ def plot_label_distribution(
 
 def _draw_class_panel(ax, frame: pd.DataFrame, full: pd.Series, colors: Mapping[object, object]) -> None:
     for label, color in colors.items():
-        ax.axhline(float(full[label]), color=color, linestyle=":", linewidth=1.2)
+        ax.axhline(float(full.loc[label]), color=color, linestyle=":", linewidth=1.2)
         if label in frame.columns:
             percent = 100 * frame.index.to_numpy(dtype=float)
             ax.plot(percent, frame[label], marker="o", markersize=3, color=color, label=_text(label))
@@ -344,7 +347,8 @@ def plot_costs(results: pd.DataFrame, *, costs: Mapping[str, float]) -> Figure:
     runs = _per_run(results)
     per_budget = runs.groupby("budget")
     percent = 100 * np.asarray(list(per_budget.groups), dtype=float)
-    saved = float(costs["full_train_seconds"]) - per_budget["train_seconds"].mean().to_numpy(dtype=float)
+    train_mean = cast(pd.Series, per_budget["train_seconds"].mean())  # one column's means: a Series
+    saved = float(costs["full_train_seconds"]) - train_mean.to_numpy(dtype=float)
     overhead = float(costs["reference_seconds"]) + float(costs["represent_seconds"])
     fig = new_figure(6.4, 4.4)
     ax = fig.add_subplot()
@@ -359,14 +363,15 @@ def plot_costs(results: pd.DataFrame, *, costs: Mapping[str, float]) -> Figure:
     label = f"overhead: reference + representation = {overhead:.1f} s"
     ax.axhline(overhead, color=HIGHLIGHT_COLOR, linewidth=1.8, label=label)
     if "select_seconds" in runs.columns and runs["select_seconds"].notna().any():
-        select = per_budget["select_seconds"].mean().fillna(0.0).to_numpy(dtype=float)
+        select_mean = cast(pd.Series, per_budget["select_seconds"].mean())
+        select = select_mean.fillna(0.0).to_numpy(dtype=float)
         style = {"color": HIGHLIGHT_COLOR, "linestyle": "--", "linewidth": 1.0}
         ax.plot(percent, overhead + select, label="overhead + selection (mean)", **style)
     shade = {"where": saved > overhead, "interpolate": True, "color": "#55a868", "alpha": 0.2}
     ax.fill_between(percent, overhead, saved, label="net saving", **shade)
     ax.axhline(0.0, color="grey", linewidth=0.6)
     _mark_break_even(ax, percent, saved, overhead)
-    _budget_axis(ax, list(per_budget.groups))
+    _budget_axis(ax, cast(list[float], list(per_budget.groups)))  # the groups' keys are the budgets
     ax.set_ylabel("seconds")
     ax.set_title(f"Cost: full training takes {float(costs['full_train_seconds']):.1f} s", fontsize=10)
     ax.legend(fontsize=8, loc="best")
@@ -408,7 +413,7 @@ def plot_label_noise(
         Selections to list first (after ``random``) in the legend.
     """
     runs = _per_run(results)
-    runs = runs[runs["n_flipped_kept"].notna()]
+    runs = runs.loc[runs["n_flipped_kept"].notna()]
     names = selection_order(runs, order)
     colors = selection_colors(names)
     curve = _curve(runs, "n_flipped_kept")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -62,7 +62,8 @@ class Representation:
 
     def subset(self, indices: np.ndarray) -> Representation:
         """The rows ``indices`` (ids and provenance kept)."""
-        return Representation(self.values[indices], self.kind, self.ids[indices], dict(self.meta))
+        ids = cast(np.ndarray, self.ids)  # set by __post_init__
+        return Representation(self.values[indices], self.kind, ids[indices], dict(self.meta))
 
 
 def as_representation(rep: Representation | np.ndarray, *, name: str = "rep") -> Representation:

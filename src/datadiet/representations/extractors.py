@@ -58,9 +58,14 @@ class Output:
 class ExtractionContext(Protocol):
     """What an extractor gets: the stage (config, splits, store), the finished run and its fingerprint."""
 
-    stage: Any
-    run: Any
-    run_id: str
+    @property
+    def stage(self) -> Any: ...
+
+    @property
+    def run(self) -> Any: ...
+
+    @property
+    def run_id(self) -> str: ...
 
     @property
     def train(self) -> Any: ...

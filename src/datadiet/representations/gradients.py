@@ -38,10 +38,10 @@ later calls (other checkpoints, other shards) do not regenerate them.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -487,7 +487,7 @@ def per_sample_gradients(
         module, target, dim=dim, seed=seed, projection=projection, kind=kind, adam_state=adam_state
     )
     width = dim if dim is not None else sum(layer.size for layer in layers)
-    total = len(batches) if hasattr(batches, "__len__") else None
+    total = len(cast(Sized, batches)) if hasattr(batches, "__len__") else None
     rows = []
     with _eval_mode(module), _Capture(layers) as capture:
         for batch in track(batches, "gradients", total=total, enabled=progress):

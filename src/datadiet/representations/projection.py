@@ -59,7 +59,7 @@ import numbers
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
 import torch
 
@@ -70,6 +70,7 @@ KINDS: tuple[str, ...] = ("rademacher", "normal", "sparse", "very_sparse")
 BLOCK_ROWS = 1024
 ROW_GROUP = 32
 DEFAULT_MAX_CACHE_BYTES = 2**31
+_T = TypeVar("_T")
 
 
 class _MatrixCache:
@@ -83,11 +84,11 @@ class _MatrixCache:
     def nbytes(self) -> int:
         return sum(size for _, size in self.entries.values())
 
-    def get(self, key: tuple, build: Callable[[], object], size: int) -> object:
+    def get(self, key: tuple, build: Callable[[], _T], size: int) -> _T:
         """The entry for ``key``, built (and kept if ``size`` fits the limit) on a miss."""
         if key in self.entries:
             self.entries.move_to_end(key)
-            return self.entries[key][0]
+            return cast(_T, self.entries[key][0])  # a key names what its build returns
         value = build()
         if size <= self.limit:
             while self.entries and self.nbytes + size > self.limit:
@@ -230,12 +231,12 @@ def _check_int(owner: str, name: str, value: object, low: int = 1) -> int:
     return int(value)
 
 
-def _check_kind(owner: str, kind: object) -> str:
+def _check_kind(owner: str, kind: object) -> ProjectionKind:
     if kind not in KINDS:
         raise ParameterError(
             f"The 'kind' parameter of {owner} must be one of {list(KINDS)}. Got {kind!r} instead."
         )
-    return str(kind)
+    return cast(ProjectionKind, str(kind))
 
 
 class Projector:
@@ -320,7 +321,7 @@ class Projector:
             matrix = torch.empty(stop - start, self.out_dim)
             for i in indices:  # written in place: no concatenated copy of a matrix of up to gigabytes
                 first = i * BLOCK_ROWS - start
-                matrix[first : first + BLOCK_ROWS] = self._block(i)
+                matrix[first : first + BLOCK_ROWS] = cast(torch.Tensor, self._block(i))  # dense: one Tensor
             return matrix.to(device)
         blocks = [self._block(i) for i in indices]
         row, col, value = (torch.cat(parts) for parts in zip(*blocks, strict=True))
@@ -345,7 +346,7 @@ class Projector:
         """The full ``(in_dim, out_dim)`` float32 matrix on ``device`` (dense, even if very sparse)."""
         device = torch.device(device or "cpu")
         if self.cached_rows == self.in_dim and self.kind != "very_sparse":
-            return self._cached(device)
+            return cast(torch.Tensor, self._cached(device))  # None only for no cached rows; in_dim >= 1
         if self.kind != "very_sparse":
             return self._rows(0, self.in_dim, device)
         return self._rows(0, self.in_dim, device).to_dense().T.contiguous()
@@ -374,7 +375,8 @@ class Projector:
         n = len(x)
         x = torch.nn.functional.pad(x, (0, 0, 0, ROW_GROUP - n))
         rows = self.cached_rows
-        out = _apply(x[:, :rows], self._cached(x.device)) if rows else x.new_zeros(ROW_GROUP, self.out_dim)
+        cached = self._cached(x.device) if rows else None  # None exactly when no rows are cached
+        out = x.new_zeros(ROW_GROUP, self.out_dim) if cached is None else _apply(x[:, :rows], cached)
         for start in range(rows, self.in_dim, BLOCK_ROWS):
             stop = min(start + BLOCK_ROWS, self.in_dim)
             out += _apply(x[:, start:stop], self._rows(start, stop, x.device))
@@ -595,7 +597,7 @@ class FactorizedProjector:
                 f"Layer {self.name!r} has a bias: pass bias_grad of shape (B, {self.out_features})."
             )
         grad = grad.float()
-        if self.bias:
+        if self.bias and bias_grad is not None:  # not None whenever self.bias (checked above)
             grad = torch.cat([grad, bias_grad.float().unsqueeze(-1)], dim=-1)
         first, second = self.matrices(grad.device)
         if self.mode == "kronecker":

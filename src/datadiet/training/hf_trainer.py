@@ -31,7 +31,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -238,7 +238,7 @@ class DatadietCallback(TrainerCallback):
         self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Forward pre-hook: remove the index column from the model inputs, keep it for the post-hook."""
-        self._pending_index = kwargs.pop(self.index_column, None)
+        self._pending_index = kwargs.pop(cast(str, self.index_column), None)  # a str: the hook needs it
         return args, kwargs
 
     def _record_training_batch(
@@ -398,7 +398,7 @@ def _index_column(dataset: Any) -> tuple[str, dict[int, int]]:
             f"The {name!r} column of train_dataset must hold a unique integer per row; add one with "
             "dataset.add_column('idx', range(len(dataset)))."
         )
-    return name, {value: row for row, value in enumerate(values)}
+    return name, {value: row for row, value in enumerate(values) if value is not None}  # none is None
 
 
 def _as_int(value: Any) -> int | None:
@@ -436,7 +436,7 @@ def _collator(kwargs: Mapping[str, Any], args: TrainingArguments, model: torch.n
 
 def _signature_columns(model: torch.nn.Module, args: TrainingArguments) -> set[str]:
     """The columns the Trainer keeps: the model's forward arguments and the label names."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     names = set(inspect.signature(base.forward).parameters)
     return names | {"label", "label_ids", "labels", *(args.label_names or [])}
 
@@ -507,7 +507,7 @@ def _adam_state(model: torch.nn.Module, optimizer: Any) -> dict[str, torch.Tenso
 
 
 def _describe(model: torch.nn.Module) -> dict[str, Any]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     config = getattr(base, "config", None)
     trainable = _trainable_parameters(model)
     return {
@@ -539,3 +539,8 @@ def _sha256(value: Any) -> str:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def _base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model a peft wrapper wraps (its ``get_base_model()``), else ``model`` itself."""
+    return cast(Any, model).get_base_model() if hasattr(model, "get_base_model") else model

@@ -29,7 +29,7 @@ from datadiet._core.records import (
     read_record,
     text,
 )
-from datadiet.errors import ParameterError
+from datadiet.errors import NotFoundError, ParameterError
 from datadiet.models.base import ReferenceModel
 from datadiet.representations.dynamics import (
     ADAM_STATE,
@@ -140,7 +140,7 @@ class ReferenceRun:
         """The checkpoint saved after ``epoch``."""
         found = [ckpt for ckpt in self.checkpoints if ckpt.epoch == epoch]
         if not found:
-            raise KeyError(
+            raise NotFoundError(
                 f"No checkpoint for epoch {epoch}; saved epochs: {[c.epoch for c in self.checkpoints]}."
             )
         return found[0]

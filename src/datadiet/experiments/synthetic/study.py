@@ -47,7 +47,7 @@ import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -165,8 +165,10 @@ def make_synthetic_data(random_state: int = 42) -> SyntheticData:
         n_clusters_per_class=2,
         random_state=random_state,
     )
-    x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.4, random_state=random_state)
-    x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5, random_state=random_state)
+    split = cast(list[np.ndarray], train_test_split(x, y, test_size=0.4, random_state=random_state))
+    x_train, x_rest, y_train, y_rest = split
+    split = cast(list[np.ndarray], train_test_split(x_rest, y_rest, test_size=0.5, random_state=random_state))
+    x_val, x_test, y_val, y_test = split
     return SyntheticData(x_train, y_train, x_val, y_val, x_test, y_test)
 
 
