@@ -155,3 +155,14 @@ def test_import_datadiet_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_gradient_target_choices_are_defined_once():
+    """The config's choices are the gradient targets plus "auto", in the same order."""
+    from typing import get_args
+
+    from datadiet.config import GradientConfig
+    from datadiet.representations.base import GRADIENT_TARGETS, GradientTargetSetting
+
+    assert get_args(GradientTargetSetting) == ("auto", *GRADIENT_TARGETS)
+    assert GradientConfig.model_fields["target"].annotation == GradientTargetSetting

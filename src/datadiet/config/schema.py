@@ -17,6 +17,7 @@ from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 
 from datadiet.config.fields import Bool, Float, Int, List, Section, Str
 from datadiet.errors import ConfigError
+from datadiet.representations.base import GradientTargetSetting
 
 if TYPE_CHECKING:
     from datadiet.data.dataset import Dataset
@@ -194,7 +195,7 @@ class GradientConfig(Section):
     """Projection seed (the same projection for every checkpoint)."""
     adam: Bool = True
     """Adam-precondition training gradients with each checkpoint's optimizer state (LESS)."""
-    target: Literal["auto", "lora", "classifier", "linear"] = "auto"
+    target: GradientTargetSetting = "auto"
     """Which Linear layers' gradients represent an example; auto: what the model trains."""
     batch_size: Int | None = Field(default=None, ge=1)
     """Examples per extraction pass. It runs a backward pass, so its memory is about a training step's

@@ -22,9 +22,7 @@ import torch.nn.functional as F
 
 from datadiet.data.dataset import Dataset
 from datadiet.errors import ParameterError
-
-GradientTarget = Literal["lora", "classifier", "linear"]
-GRADIENT_TARGETS: tuple[str, ...] = ("lora", "classifier", "linear")
+from datadiet.representations.base import GradientTarget
 
 
 class ReferenceModel(ABC):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 
@@ -11,6 +11,12 @@ from datadiet.errors import ParameterError, ParameterTypeError
 
 Kind = Literal["dynamics", "hidden", "gradients", "features"]
 KINDS: tuple[str, ...] = ("dynamics", "hidden", "gradients", "features")
+GradientTarget = Literal["lora", "classifier", "linear"]
+"""Which Linear layers' per-sample gradients represent an example."""
+GradientTargetSetting = Literal["auto", "lora", "classifier", "linear"]
+"""A config's choice of :data:`GradientTarget`, or "auto": what the model trains (one flat Literal, so a
+config error lists every option)."""
+GRADIENT_TARGETS: tuple[str, ...] = get_args(GradientTarget)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from torch import nn
 
 from datadiet._core.progress import track
 from datadiet.errors import ParameterError, ParameterTypeError
+from datadiet.representations.base import GRADIENT_TARGETS, GradientTarget
 from datadiet.representations.projection import (
     FactorizedProjector,
     ProjectionKind,
@@ -56,9 +57,8 @@ from datadiet.representations.projection import (
     _check_kind,
 )
 
-TARGETS: tuple[str, ...] = ("lora", "classifier", "linear")
 PROJECTIONS: tuple[str, ...] = ("factorized", "dense")
-Target = Literal["lora", "classifier", "linear"] | Callable[[str, nn.Module], bool]
+Target = GradientTarget | Callable[[str, nn.Module], bool]
 Batch = Mapping[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 AdamState = Mapping[str, tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]]
@@ -102,10 +102,10 @@ def find_target_layers(module: nn.Module, target: Target = "lora") -> list[tuple
     list of (name, nn.Linear)
         Names are relative to ``module``.
     """
-    if not callable(target) and target not in TARGETS:
+    if not callable(target) and target not in GRADIENT_TARGETS:
         raise ParameterError(
-            f"The 'target' parameter must be one of {list(TARGETS)} or a callable(name, module) -> bool. "
-            f"Got {target!r} instead."
+            f"The 'target' parameter must be one of {list(GRADIENT_TARGETS)} or a callable(name, module) -> "
+            f"bool. Got {target!r} instead."
         )
     linears = [(name, mod) for name, mod in module.named_modules() if isinstance(mod, nn.Linear)]
     layers = [(name, mod) for name, mod in linears if _matches(target, name, mod)]
