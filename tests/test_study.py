@@ -83,6 +83,25 @@ def test_rerun_skips_every_finished_cell(study, monkeypatch):
     assert calls == []
 
 
+def test_a_study_start_loads_the_data_once_and_runs_the_reference_stage_once(study, monkeypatch):
+    """One start: the dataset is read once (train, validation and test come from the same load) and the
+    reference stage runs once (the represent stage reuses it)."""
+    import datadiet.data.loaders as loaders
+    import datadiet.pipeline.reference as reference
+    import datadiet.pipeline.represent as represent
+    import datadiet.pipeline.study as study_module
+
+    loads, references = [], []
+    load_dataset, run_reference = loaders.load_dataset, reference.run_reference
+    monkeypatch.setattr(loaders, "load_dataset", lambda *a, **k: loads.append(a) or load_dataset(*a, **k))
+    counting = lambda *a, **k: references.append(a) or run_reference(*a, **k)  # noqa: E731
+    monkeypatch.setattr(reference, "run_reference", counting)
+    for module in (study_module, represent):
+        monkeypatch.setattr(module, "run_reference", counting)
+    run_study(tiny(study), progress=False, report=False)
+    assert len(loads) == 1 and len(references) == 1
+
+
 def test_interrupted_study_resumes_without_redoing_finished_cells(study, tmp_path, monkeypatch):
     real, done = StudyRunner.run_cell, []
 
