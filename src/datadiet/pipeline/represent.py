@@ -19,7 +19,7 @@ import numpy as np
 from datadiet._core.faults import fault_point
 from datadiet._core.files import atomic_write_bytes, atomic_write_json, npy_bytes
 from datadiet._core.progress import track
-from datadiet.config import ReferenceConfig
+from datadiet.config import GradientConfig, ReferenceConfig
 from datadiet.data.dataset import Dataset
 from datadiet.distributed.engine import current_engine
 from datadiet.pipeline.reference import (
@@ -216,7 +216,7 @@ def _represent_hidden(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str
         key = make_key(**provenance)
         rep = stage.store.load(key)
         if rep is None:
-            job = _ModelJob(stage, run, which, early, stage.train)
+            job = _ModelJob(stage, run, which, early, stage.train, stage.cfg.training.eval_batch_size)
             rep = _extract_chunks(
                 stage, job, key, provenance, "hidden", _hidden_chunk, f"hidden states ({which})",
                 dim=_hidden_size(job), batch_size=stage.cfg.training.eval_batch_size,
@@ -236,8 +236,7 @@ def _hidden_chunk(state: tuple[_ModelJob, Any, Any], piece: tuple[int, int]) -> 
     from datadiet.representations.hidden import hidden_states
 
     job, model, _ = state
-    batch_size = job.stage.cfg.training.eval_batch_size
-    return hidden_states(model, job.ds, batch_size=batch_size, progress=False, rows=np.arange(*piece))
+    return hidden_states(model, job.ds, batch_size=job.batch_size, progress=False, rows=np.arange(*piece))
 
 
 def _represent_gradients(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
@@ -315,11 +314,12 @@ def _extract_resumably(
 ) -> Representation:
     """One checkpoint's projected gradients of ``ds``, chunk by chunk (see :func:`_extract_chunks`)."""
     g = stage.cfg.represent.gradients
-    job = _ModelJob(stage, run, "checkpoint", int(ckpt.epoch), ds, adam)
+    batch_size = cast(int, g.batch_size)  # resolved at load
+    job = _ModelJob(stage, run, "checkpoint", int(ckpt.epoch), ds, batch_size, adam, g)
     desc = f"gradients epoch {ckpt.epoch} ({ds.split})"
     return _extract_chunks(
         stage, job, key, provenance, "gradients", _gradient_chunk, desc,
-        dim=g.dim, batch_size=cast(int, g.batch_size), fault_site="represent.chunk",  # resolved at load
+        dim=g.dim, batch_size=batch_size, fault_site="represent.chunk",
     )  # fmt: skip
 
 
@@ -349,7 +349,9 @@ def _extract_chunks(
 class _ModelJob:
     """A model state and the split it runs on: what a worker needs (picklable, for Ray actors).
 
-    ``which``: "pretrained", "early" / "checkpoint" (the weights of checkpoint ``epoch``) or "final".
+    ``which``: "pretrained", "early" / "checkpoint" (the weights of checkpoint ``epoch``) or "final";
+    ``batch_size``: examples per forward (and backward) pass; ``gradients``: the gradient settings, for a
+    gradient job. ``stage`` builds the model.
     """
 
     stage: Stage
@@ -357,7 +359,9 @@ class _ModelJob:
     which: str
     epoch: int
     ds: Dataset
+    batch_size: int
     adam: bool = False
+    gradients: GradientConfig | None = None
 
 
 def _model_worker(job: _ModelJob) -> tuple[_ModelJob, Any, Any]:
@@ -376,11 +380,11 @@ def _gradient_chunk(state: tuple[_ModelJob, Any, Any], piece: tuple[int, int]) -
     from datadiet.representations.gradients import per_sample_gradients
 
     job, model, adam_state = state
-    g = job.stage.cfg.represent.gradients
+    g = cast(GradientConfig, job.gradients)  # set on every gradient job
     target = model.gradient_target() if g.target == "auto" else g.target
     return per_sample_gradients(
         model.module,
-        batches(model, job.ds, cast(int, g.batch_size), np.arange(*piece)),  # resolved at load
+        batches(model, job.ds, job.batch_size, np.arange(*piece)),
         model.per_example_loss,
         target=target,
         dim=g.dim,
