@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from datadiet.selection import SELECTORS
+from datadiet.selection import SELECTORS, Selection
 
 if TYPE_CHECKING:
     from datadiet.representations.projection import FactorizedProjector
@@ -73,6 +73,16 @@ def declared_cases(names: Iterable[str] | None = None) -> list[tuple[str, int]]:
     """``(name, ndim)`` for every registered selector (or ``names``) and every ``ndim`` it declares."""
     names = SELECTORS.names() if names is None else names
     return [(name, ndim) for name in names for ndim in sorted(SELECTORS.get(name).input_ndim)]
+
+
+def assert_same_selection(a: Selection, b: Selection) -> None:
+    """Two selections are identical: indices, scores and weights bit for bit, and the same meta."""
+    np.testing.assert_array_equal(a.indices, b.indices)
+    for x, y in ((a.scores, b.scores), (a.weights, b.weights)):
+        assert (x is None) == (y is None)
+        if x is not None:
+            np.testing.assert_array_equal(x, y)
+    assert a.meta == b.meta
 
 
 def unit_roundoff(dtype: DTypeLike = np.float32) -> float:

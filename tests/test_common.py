@@ -19,7 +19,7 @@ from datadiet import SELECTORS
 from datadiet._core.checks import check_number
 from datadiet.errors import ParameterError
 from datadiet.selection.base import ScoreSelector
-from tests.helpers import N, declared_cases, inputs_for, selector_inputs
+from tests.helpers import N, assert_same_selection, declared_cases, inputs_for, selector_inputs
 
 ALL = SELECTORS.names()
 CASES = declared_cases()
@@ -121,12 +121,7 @@ def check_get_params_round_trip(name: str, ndim: int, params: dict[str, typing.A
     assert clone.get_params() == selector.get_params()
     values, kwargs = inputs_for(name, ndim=ndim)
     a, b = (s.select(values, 0.3, seed=9, **kwargs) for s in (selector, clone))
-    np.testing.assert_array_equal(a.indices, b.indices)
-    for x, y in ((a.scores, b.scores), (a.weights, b.weights)):
-        assert (x is None) == (y is None)
-        if x is not None:
-            np.testing.assert_array_equal(x, y)
-    assert a.meta == b.meta
+    assert_same_selection(a, b)
 
 
 def other_values(name: str) -> Iterator[dict[str, typing.Any]]:
@@ -320,3 +315,14 @@ def test_a_new_selector_refuses_inputs_that_ignore_its_declarations(new_selector
     signed, real_kwargs = selector_inputs(real, ndim=3)  # real 3-D input is signed
     with pytest.raises(ValueError, match="reads probabilities"):
         datadiet.select(new_selector, signed, 3, **real_kwargs)
+
+
+@pytest.mark.parametrize("key", ["name", "algorithm"])
+def test_a_parameter_named_like_the_registry_arguments_is_an_unknown_parameter(key):
+    """``name``/``algorithm`` in the parameters reach the unknown-parameter check (no TypeError)."""
+    import datadiet
+
+    with pytest.raises(ParameterError, match=rf"Unknown parameter\(s\) \['{key}'\] for selector 'random'"):
+        SELECTORS.create("random", **{key: None})
+    with pytest.raises(ParameterError, match=rf"Unknown parameter\(s\) \['{key}'\]"):
+        datadiet.build_selector("random", **{key: None})

@@ -30,7 +30,7 @@ from datadiet import SELECTORS
 from datadiet.selection.balancing import stratified_budgets
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.kmeans import NClustersClampedWarning
-from tests.helpers import inputs_for
+from tests.helpers import assert_same_selection, inputs_for
 
 ALL = SELECTORS.names()
 SCORE_BASED = [name for name in ALL if issubclass(SELECTORS.get(name), ScoreSelector)]
@@ -94,12 +94,7 @@ def test_selector_same_seed_gives_identical_selection(name, problem):
     n, data_seed, budget, seed = problem
     first = run(name, n, data_seed, budget, seed)
     again = run(name, n, data_seed, budget, seed)
-    np.testing.assert_array_equal(first.indices, again.indices)
-    for a, b in ((first.scores, again.scores), (first.weights, again.weights)):
-        assert (a is None) == (b is None)
-        if a is not None:
-            np.testing.assert_array_equal(a, b)
-    assert first.meta == again.meta
+    assert_same_selection(first, again)
 
 
 @pytest.mark.parametrize("name", ALL)

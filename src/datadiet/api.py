@@ -29,6 +29,7 @@ def score_based_selectors() -> list[str]:
 
 def build_selector(
     algorithm: str,
+    /,
     *,
     balance: str | None = None,
     calibrate: float | None = None,

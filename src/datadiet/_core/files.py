@@ -157,6 +157,20 @@ def _file_kind(path: Path) -> str:
     return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
+def utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
+    """Where ``raw`` stops being UTF-8, for a one-line error: the byte, its offset and line, the reason.
+
+    >>> raw = b"ok\\ncaf\\xe9"
+    >>> try:
+    ...     raw.decode("utf-8")
+    ... except UnicodeDecodeError as exc:
+    ...     print(utf8_problem(raw, exc))
+    byte 0xe9 at byte offset 6 (line 2) unexpected end of data
+    """
+    line = raw.count(b"\n", 0, exc.start) + 1
+    return f"byte 0x{raw[exc.start]:02x} at byte offset {exc.start} (line {line}) {exc.reason}"
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     """The ``.npy`` encoding of ``array`` (never pickled), as :func:`np.save` writes it."""
     buffer = io.BytesIO()

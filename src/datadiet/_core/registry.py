@@ -132,7 +132,7 @@ class Registry(Generic[T]):
         signature = inspect.signature(target)  # type: ignore[arg-type]
         return {p.name: p.default for p in signature.parameters.values() if p.name != "self"}
 
-    def create(self, name: str, **params: Any) -> Any:
+    def create(self, name: str, /, **params: Any) -> Any:
         """``get(name)(**params)``, refusing parameters its signature does not take (listing the valid)."""
         entry = self.get(name)
         valid = self.parameters(name)

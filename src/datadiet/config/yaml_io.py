@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from datadiet._core.files import utf8_problem
 from datadiet.config.fields import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_EXPANDED
 from datadiet.config.messages import config_error
 from datadiet.errors import ConfigError, ParameterError
@@ -129,10 +130,9 @@ def _decode(raw: bytes, path: Path) -> str:
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
-            f"config file '{path}' is not valid UTF-8: byte 0x{raw[exc.start]:02x} at byte offset "
-            f"{exc.start} (line {line}) {exc.reason}. Re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+            f"config file '{path}' is not valid UTF-8: {utf8_problem(raw, exc)}. Re-encode it as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)."
         ) from None
 
 

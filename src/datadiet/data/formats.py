@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from datadiet._core.files import utf8_problem
 from datadiet.errors import DatasetError
 
 Table = dict[str, list[Any]]
@@ -45,10 +46,9 @@ def read_utf8(path: str | os.PathLike[str], raw: bytes | None = None) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
         raise DatasetError(
-            f"{path} is not valid UTF-8: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} "
-            f"(line {line}) {exc.reason}. Re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+            f"{path} is not valid UTF-8: {utf8_problem(raw, exc)}. Re-encode the file as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)."
         ) from exc
     return text.removeprefix("\ufeff")
 
