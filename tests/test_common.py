@@ -326,3 +326,25 @@ def test_a_parameter_named_like_the_registry_arguments_is_an_unknown_parameter(k
         SELECTORS.create("random", **{key: None})
     with pytest.raises(ParameterError, match=rf"Unknown parameter\(s\) \['{key}'\]"):
         datadiet.build_selector("random", **{key: None})
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("ccs", {"beta": "0.1"}), ("ccs", {"n_strata": 2.5}), ("less", {"normalize": "false"})],
+)
+def test_a_parameter_of_the_wrong_type_is_a_type_error_that_is_also_a_value_error(name, params):
+    from datadiet.errors import ParameterTypeError
+
+    values, kwargs = inputs_for(name)
+    with pytest.raises(ParameterTypeError, match="parameter of") as caught:
+        SELECTORS.create(name, **params).select(values, 5, **kwargs)
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, ValueError)
+
+
+def test_a_calibration_alpha_of_the_wrong_type_is_a_type_error():
+    import datadiet
+    from datadiet.errors import ParameterTypeError
+
+    values, kwargs = inputs_for("hard_to_learn")
+    with pytest.raises(ParameterTypeError, match="'alpha' parameter of calibration"):
+        datadiet.select("hard_to_learn", values, 5, calibrate="0.5", **kwargs)  # type: ignore[arg-type]

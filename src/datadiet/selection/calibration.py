@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from datadiet._core.checks import param_error
+from datadiet.errors import ParameterTypeError
 from datadiet.selection.base import Delegating, ScoreSelector
 
 WEIGHTINGS: tuple[str, ...] = ("none", "unbiased")
@@ -37,7 +38,9 @@ class Calibrated(Delegating, ScoreSelector):
 
     def validate_params(self, n: int) -> None:
         alpha = self.alpha
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:  # NaN fails
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+            raise param_error("calibration", "alpha", "a float in [0, 1]", alpha, error=ParameterTypeError)
+        if not 0 <= alpha <= 1:  # NaN fails
             raise param_error("calibration", "alpha", "a float in [0, 1]", alpha)
         if self.weighting not in WEIGHTINGS:
             raise param_error("calibration", "weighting", f"one of {list(WEIGHTINGS)}", self.weighting)

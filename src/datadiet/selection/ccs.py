@@ -33,7 +33,7 @@ import numpy as np
 
 from datadiet._core.checks import check_choice, param_error
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
-from datadiet.errors import ParameterError
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.selection._numerics import scale_exponent
 from datadiet.selection.base import BaseSelector
 from datadiet.selection.registry import SELECTORS
@@ -164,16 +164,16 @@ class CCS(BaseSelector):
 
     def validate_params(self, n: int) -> None:
         owner = type(self).__name__
-        beta = self.beta
-        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta < 1:
+        beta, n_strata = self.beta, self.n_strata
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
+            raise param_error(owner, "beta", "a float in the range [0, 1)", beta, error=ParameterTypeError)
+        if not 0 <= beta < 1:
             raise param_error(owner, "beta", "a float in the range [0, 1)", beta)
-        n_strata = self.n_strata
-        if (
-            isinstance(n_strata, bool)
-            or not isinstance(n_strata, numbers.Integral)
-            or not 1 <= n_strata <= MAX_STRATA
-        ):
-            raise param_error(owner, "n_strata", "an int in the range [1, 2**53]", n_strata)
+        strata = "an int in the range [1, 2**53]"
+        if isinstance(n_strata, bool) or not isinstance(n_strata, numbers.Integral):
+            raise param_error(owner, "n_strata", strata, n_strata, error=ParameterTypeError)
+        if not 1 <= n_strata <= MAX_STRATA:
+            raise param_error(owner, "n_strata", strata, n_strata)
         check_choice(owner, "hard_end", self.hard_end, get_args(HardEnd))
 
     def n_dropped(self, n: int) -> int:

@@ -46,7 +46,7 @@ import numpy as np
 from datadiet._core.checks import as_finite_array, param_error
 from datadiet._core.chunks import iter_row_chunks, release_pages
 from datadiet.distributed.engine import current_engine, row_chunks
-from datadiet.errors import ParameterError
+from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.selection._numerics import (
     as_float64_scores,
     check_checkpoint_magnitudes,
@@ -217,7 +217,7 @@ def less_scores(
 def check_normalize(normalize: object, *, owner: str) -> None:
     """Refuse anything but a bool for ``normalize`` (a string ``"false"`` would read as True)."""
     if not isinstance(normalize, bool | np.bool_):
-        raise param_error(owner, "normalize", "True or False", normalize)
+        raise param_error(owner, "normalize", "True or False", normalize, error=ParameterTypeError)
 
 
 def _check_train_val(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
