@@ -484,5 +484,8 @@ def main() -> None:  # pragma: no cover - console entry
     app(prog_name="datadiet")
 
 
+# Commands that live in their own modules register on `app` when imported (they import the helpers above).
+from datadiet.cli import commands as _commands  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

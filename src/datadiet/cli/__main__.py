@@ -1,0 +1,5 @@
+"""``python -m datadiet.cli``: the ``datadiet`` command."""
+
+from datadiet.cli import main
+
+main()

@@ -1,0 +1,3 @@
+"""Imports every command module of the ``datadiet`` command, so each registers on the one ``app``."""
+
+from __future__ import annotations
