@@ -110,3 +110,28 @@ def extracted(name: str, ref: Any) -> bool:
     """Whether this reference config's ``represent`` stage extracts ``name`` (one of the names above)."""
     kind, out = outputs().get(name, ("", None))
     return out is not None and kind in ref.represent.kinds and out.when(ref)
+
+
+VAL_SUFFIX = "/val"
+"""How a validation-split representation is named: ``<training name>/val`` (``hidden/final/val``)."""
+
+
+def val_counterpart(name: str) -> str:
+    """The validation-split representation of the training-split one ``name`` (a view suffix is kept).
+
+    >>> val_counterpart("gradients/train"), val_counterpart("dynamics/loss"), val_counterpart("hidden/final:x")
+    ('gradients/val', 'dynamics/loss/val', 'hidden/final/val:x')
+    """
+    base, sep, view = name.partition(":")
+    val = "gradients/val" if base == "gradients/train" else base + VAL_SUFFIX
+    return val + sep + view
+
+
+def is_val(name: str) -> bool:
+    """Whether ``name`` is a validation-split representation (``gradients/val``, ``<...>/val``).
+
+    >>> is_val("gradients/val"), is_val("hidden/final/val:flatten"), is_val("dynamics/prob")
+    (True, True, False)
+    """
+    base = name.partition(":")[0]
+    return base == "gradients/val" or base.endswith(VAL_SUFFIX)
