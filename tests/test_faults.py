@@ -325,8 +325,9 @@ def test_two_processes_computing_the_same_keys_compute_each_once(raced, baseline
 
 # ------------------------------------------------------------------------------------------ damaged caches
 def entry_of(out: Path, name: str) -> Path:
-    index = json.loads((out / "representations.json").read_text())
-    return Path(index[name]["path"]).parent
+    from datadiet.pipeline.represent import read_index  # its paths are relative to `out`
+
+    return Path(read_index(out)[name]["path"]).parent
 
 
 def rebuild_command(message: str) -> str:

@@ -3,13 +3,18 @@
 ``run_represent(cfg)`` extracts the configured representations, caching each in the `RepresentationStore`
 under a provenance key, and writes ``<output>/representations.json`` mapping names (``dynamics/prob``,
 ``hidden/final``, ``gradients/train``, ...) to store entries whose ``values.npy`` is what
-``datadiet select --features`` reads. The built-in extractors (``dynamics``, ``hidden``, ``gradients``)
-register here in :data:`~datadiet.representations.extractors.EXTRACTORS`.
+``datadiet select --features`` reads. With a validation split, every kind also has its validation
+counterpart (``dynamics/prob/val``, ``hidden/final/val``, ``gradients/val``; see
+:func:`~datadiet.representations.extractors.val_counterpart`). The index's paths are relative to its folder
+(so the output folder can move); read it with :func:`read_index`. The built-in extractors (``dynamics``,
+``hidden``, ``gradients``) register here in :data:`~datadiet.representations.extractors.EXTRACTORS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -19,9 +24,11 @@ import numpy as np
 from datadiet._core.faults import fault_point
 from datadiet._core.files import atomic_write_bytes, atomic_write_json, npy_bytes
 from datadiet._core.progress import track
+from datadiet._core.records import read_json_file
 from datadiet.config import GradientConfig, ReferenceConfig
 from datadiet.data.dataset import Dataset
 from datadiet.distributed.engine import current_engine
+from datadiet.errors import ParameterError
 from datadiet.pipeline.reference import (
     Stage,
     batches,
@@ -30,24 +37,31 @@ from datadiet.pipeline.reference import (
     prepare,
     rebuild_command,
     run_reference,
+    scored_val,
 )
 from datadiet.representations.base import Representation
 from datadiet.representations.dynamics import QUANTITIES as DYNAMICS
+from datadiet.representations.dynamics import VAL_FIX, MissingValDynamicsWarning
 from datadiet.representations.extractors import (
     EXTRACTORS,
     Extractor,
     Output,
     extracted,
     representation_names,
+    val_counterpart,
 )
 from datadiet.store import make_key
 from datadiet.store import provenance as provenance_of
 
 HIDDEN_STAGES = ("pretrained", "early", "final")
+INDEX_FILE = "representations.json"
+"""The index ``run_represent`` writes in the output folder: name -> store entry (paths relative to it)."""
 __all__ = [
     "EXTRACTORS",
+    "INDEX_FILE",
     "Extraction",
     "extracted",
+    "read_index",
     "representation_names",
     "run_fingerprint",
     "run_represent",
@@ -62,6 +76,9 @@ def run_represent(cfg: ReferenceConfig, stage: Stage | None = None) -> dict[str,
     registration order (built-ins first: dynamics, hidden, gradients), so the index keeps its order. A caller
     that passes its ``stage`` has loaded the data and run :func:`run_reference` already (the study does, to
     time the two stages apart), so neither is done again.
+
+    The returned index holds absolute paths; ``<output>/representations.json`` holds them relative to
+    ``<output>`` (absolute for a store outside it), read back by :func:`read_index`.
     """
     from datadiet.training import ReferenceRun
 
@@ -75,8 +92,68 @@ def run_represent(cfg: ReferenceConfig, stage: Stage | None = None) -> dict[str,
         if kind in extractors:
             index.update(extractors[kind]().extract(ctx))
     index.update(_write_labels(stage))
-    atomic_write_json(stage.output / "representations.json", index)
+    atomic_write_json(stage.output / INDEX_FILE, _relative_index(index, stage.output))
     return index
+
+
+def read_index(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The ``representations.json`` of the output folder ``folder``, each ``"path"`` made absolute.
+
+    Paths are resolved against ``folder`` (as written since they are relative); absolute paths (an older
+    index, or a store outside the folder) are kept, and an older index's paths relative to the working
+    directory are still found there. A missing or damaged file raises one line naming it and the fix.
+
+    Returns
+    -------
+    dict of str to dict
+        Representation name -> its record (``path``, ``kind``, ``shape``, and ``key`` for a store entry).
+    """
+    folder = Path(folder)
+    path = folder / INDEX_FILE
+    fix = f"rerun: datadiet represent --config {folder / 'config.resolved.json'}"
+    if not path.is_file():
+        raise FileNotFoundError(f"representations index '{path}' does not exist; {fix}.")
+    data = read_json_file(path, name="representations index", fix=fix)
+    if not isinstance(data, dict):
+        raise ParameterError(f"representations index file '{path}' must hold a JSON object; {fix}.")
+    index: dict[str, dict[str, Any]] = {}
+    for name, record in data.items():
+        problem = _record_problem(record)
+        if problem:
+            raise ParameterError(f"representations index file '{path}': entry {name!r} {problem}; {fix}.")
+        index[name] = {**record, "path": _resolve(record["path"], folder)}
+    return index
+
+
+def _record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"]:
+        return "must be an object with a non-empty 'path' string"
+    if "key" in record and not isinstance(record["key"], str):
+        return "has a 'key' that is not a string"
+    shape = record.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        return "must have a 'shape' list of ints"
+    return None
+
+
+def _resolve(path: str, folder: Path) -> str:
+    if os.path.isabs(path):
+        return path
+    here = os.path.abspath(folder / path)
+    old = os.path.abspath(path)  # an index written before paths were relative: relative to its cwd
+    return old if not os.path.exists(here) and os.path.exists(old) else here
+
+
+def _relative_index(index: dict[str, dict[str, Any]], folder: Path) -> dict[str, dict[str, Any]]:
+    """``index`` with every path relative to ``folder`` (absolute when it lies outside ``folder``)."""
+    root = os.path.abspath(folder)
+    out = {}
+    for name, record in index.items():
+        absolute = os.path.abspath(record["path"])
+        inside = os.path.commonpath([root, absolute]) == root
+        relative = Path(os.path.relpath(absolute, root)).as_posix()
+        out[name] = {**record, "path": relative if inside else absolute}
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +180,15 @@ class Extraction:
 class Dynamics(Extractor):
     """Training dynamics (per epoch) and, for labeled tasks, the final model's class probabilities."""
 
-    outputs = tuple(Output(f"dynamics/{q}") for q in (*DYNAMICS, "class_probs"))
+    outputs = tuple(Output(f"dynamics/{q}") for q in (*DYNAMICS, "class_probs")) + tuple(
+        Output(val_counterpart(f"dynamics/{q}"), "a reference.dataset.val_split",
+               when=lambda ref: ref.dataset.val_split is not None)
+        for q in DYNAMICS
+    )  # fmt: skip
 
     def extract(self, ctx: Extraction) -> dict[str, dict[str, Any]]:
         index = _represent_dynamics(ctx.stage, ctx.run_id)
+        index.update(_represent_val_dynamics(ctx.stage, ctx.run, ctx.run_id))
         if ctx.stage.train.task != "generation":  # class (option) probabilities need class logits
             index.update(_represent_class_probs(ctx.stage, ctx.run, ctx.run_id))
         return index
@@ -119,6 +201,11 @@ class Hidden(Extractor):
     outputs = tuple(
         Output(f"hidden/{s}", f"'{s}' in reference.represent.hidden_stages",
                when=lambda ref, s=s: s in ref.represent.hidden_stages)
+        for s in HIDDEN_STAGES
+    ) + tuple(
+        Output(val_counterpart(f"hidden/{s}"),
+               f"'{s}' in reference.represent.hidden_stages and a reference.dataset.val_split",
+               when=lambda ref, s=s: s in ref.represent.hidden_stages and ref.dataset.val_split is not None)
         for s in HIDDEN_STAGES
     )  # fmt: skip
 
@@ -150,7 +237,7 @@ def _write_labels(stage: Stage) -> dict[str, dict[str, Any]]:
         if ds is not None and ds.labels is not None:
             path = stage.output / f"labels.{split}.npy"
             atomic_write_bytes(path, npy_bytes(ds.labels))
-            out[f"labels/{split}"] = {"path": str(path), "kind": "labels", "shape": [len(ds)],
+            out[f"labels/{split}"] = {"path": os.path.abspath(path), "kind": "labels", "shape": [len(ds)],
                                       "label_names": list(ds.label_names)}  # fmt: skip
     return out
 
@@ -161,8 +248,8 @@ def run_fingerprint(run_dir: Path) -> str:
 
 
 def _entry(stage: Stage, name: str, key: str, rep: Representation) -> dict[str, dict[str, Any]]:
-    path = stage.store.root / key / "values.npy"
-    return {name: {"key": key, "path": str(path), "kind": rep.kind, "shape": list(rep.values.shape)}}
+    path = os.path.abspath(stage.store.root / key / "values.npy")
+    return {name: {"key": key, "path": path, "kind": rep.kind, "shape": list(rep.values.shape)}}
 
 
 def _cached(stage: Stage, name: str, provenance: dict[str, Any], compute) -> dict[str, dict[str, Any]]:
@@ -180,6 +267,48 @@ def _represent_dynamics(stage: Stage, run_id: str) -> dict[str, dict[str, Any]]:
         compute = lambda q=quantity: read_dynamics(stage.run_dir, q)  # noqa: E731
         index.update(_cached(stage, f"dynamics/{quantity}", provenance, compute))
     return index
+
+
+def _represent_val_dynamics(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
+    """``dynamics/<q>/val``: the run's evaluation pass over the validation split (none recorded: warns)."""
+    from datadiet.representations.dynamics import read_dynamics
+
+    val = scored_val(stage)
+    if val is None:
+        return {}
+    problem = _val_dynamics_problem(run, val)
+    if problem:
+        warnings.warn(
+            f"The reference run '{run.run_dir}' {problem}, so dynamics/{{{','.join(DYNAMICS)}}}/val are not "
+            f"extracted; {VAL_FIX}.",
+            MissingValDynamicsWarning,
+            stacklevel=3,
+        )
+        return {}
+    index: dict[str, dict[str, Any]] = {}
+    for quantity in DYNAMICS:
+        provenance = provenance_of(
+            stage="dynamics", run=run_id, quantity=quantity, split="val", dataset=val.fingerprint()
+        )
+        compute = lambda q=quantity: read_dynamics(run.run_dir, q, split="val")  # noqa: E731
+        index.update(_cached(stage, val_counterpart(f"dynamics/{quantity}"), provenance, compute))
+    return index
+
+
+def _val_dynamics_problem(run: Any, val: Dataset) -> str | None:
+    """Why the run's validation dynamics are not those of ``val`` (None: they are)."""
+    if not run.has_val_dynamics:
+        return (
+            "recorded no validation dynamics (trained before they were recorded, or by DatadietCallback, "
+            "which records none)"
+        )
+    recorded = run.val_info["fingerprint"]
+    if recorded != val.fingerprint():
+        return (
+            f"recorded the validation dynamics of another validation split (fingerprint {recorded}, the "
+            f"configured one is {val.fingerprint()})"
+        )
+    return None
 
 
 def _represent_class_probs(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
@@ -200,30 +329,40 @@ def _represent_class_probs(stage: Stage, run: Any, run_id: str) -> dict[str, dic
 
 
 def _represent_hidden(stage: Stage, run: Any, run_id: str) -> dict[str, dict[str, Any]]:
-
-    index: dict[str, dict[str, Any]] = {}
+    """``hidden/<which>`` for the training split and ``hidden/<which>/val`` for the validation split."""
+    splits = [("train", stage.train)] + ([("val", stage.val)] if stage.val is not None else [])
     early = min(c.epoch for c in run.checkpoints)
+    index: dict[str, dict[str, Any]] = {}
     for which in stage.cfg.represent.hidden_stages:
-        provenance = provenance_of(stage="hidden", run=run_id, which=which, early_epoch=early)
-
-        if which == "pretrained" and stage.cfg.model.mode == "frozen":  # the encoder's own embedding
-
-            def compute() -> Representation:
-                return Representation(embeddings(stage, stage.train), "hidden", stage.train.ids.astype(str))
-
-            index.update(_cached(stage, f"hidden/{which}", provenance, compute))
-            continue
-        key = make_key(**provenance)
-        rep = stage.store.load(key)
-        if rep is None:
-            job = _ModelJob(stage, run, which, early, stage.train, stage.cfg.training.eval_batch_size)
-            rep = _extract_chunks(
-                stage, job, key, provenance, "hidden", _hidden_chunk, f"hidden states ({which})",
-                dim=_hidden_size(job), batch_size=stage.cfg.training.eval_batch_size,
-                fault_site="represent.hidden",
-            )  # fmt: skip
-        index.update(_entry(stage, f"hidden/{which}", key, rep))
+        for split, ds in splits:
+            index.update(_hidden_entry(stage, run, run_id, which, early, split, ds))
     return index
+
+
+def _hidden_entry(
+    stage: Stage, run: Any, run_id: str, which: str, early: int, split: str, ds: Dataset
+) -> dict[str, dict[str, Any]]:
+    """One hidden-state entry; a training entry's provenance has no split (the keys of older stores)."""
+    val = {"split": split, "dataset": ds.fingerprint()} if split == "val" else {}
+    provenance = provenance_of(stage="hidden", run=run_id, which=which, early_epoch=early, **val)
+    name = f"hidden/{which}" if split == "train" else val_counterpart(f"hidden/{which}")
+    if which == "pretrained" and stage.cfg.model.mode == "frozen":  # the encoder's own embedding
+
+        def compute() -> Representation:
+            return Representation(embeddings(stage, ds), "hidden", ds.ids.astype(str))
+
+        return _cached(stage, name, provenance, compute)
+    key = make_key(**provenance)
+    rep = stage.store.load(key)
+    if rep is None:
+        batch_size = stage.cfg.training.eval_batch_size
+        job = _ModelJob(stage, run, which, early, ds, batch_size)
+        desc = f"hidden states ({which}{', val' if split == 'val' else ''})"
+        rep = _extract_chunks(
+            stage, job, key, provenance, "hidden", _hidden_chunk, desc, dim=_hidden_size(job),
+            batch_size=batch_size, fault_site="represent.hidden",
+        )  # fmt: skip
+    return _entry(stage, name, key, rep)
 
 
 def _hidden_size(job: _ModelJob) -> int:

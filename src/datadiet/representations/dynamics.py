@@ -14,10 +14,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from datadiet._core.records import MAX_RECORD_BYTES, FieldError, list_of, read_json_file, text
+from datadiet._core.records import (
+    MAX_RECORD_BYTES,
+    Check,
+    FieldError,
+    integer,
+    list_of,
+    read_json_file,
+    read_record,
+    text,
+)
 from datadiet.errors import ParameterError
 from datadiet.representations.base import Representation
 
@@ -29,6 +39,19 @@ TRAIN_PASS = "_train_pass"
 TRAINABLE, ADAM_STATE, CHECKPOINT_META = "trainable.safetensors", "adam_state.safetensors", "checkpoint.json"
 """The files of a checkpoint folder (``final/`` holds only the first)."""
 IDS_FILE = "ids.json"
+VAL_IDS_FILE = "val_ids.json"
+"""The validation split's ids, the row order of the validation dynamics (``dynamics/val/<quantity>.npy``)."""
+SPLITS: tuple[str, ...] = ("train", "val")
+"""The splits a run records dynamics of: the training split, and the validation split when one is given."""
+VAL_FIX = (
+    "to record them, delete the run folder and train it again with the validation split "
+    "(datadiet represent with a dataset.val_split, or train_reference(..., val=...))"
+)
+"""How to get validation dynamics for a run that has none (for messages and warnings)."""
+
+
+class MissingValDynamicsWarning(UserWarning):
+    """A validation split is configured but the reference run records (or recorded) no dynamics of it."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,20 @@ class RunLayout:
         return self.root / "dynamics" / f"{name}{TRAIN_PASS if train_pass else ''}.npy"
 
     @property
+    def val_ids(self) -> Path:
+        """``val_ids.json``: the validation split's ids, in the row order of the validation dynamics."""
+        return self.root / VAL_IDS_FILE
+
+    def val_dynamics(self, name: str) -> Path:
+        """``dynamics/val/<name>.npy``: the evaluation pass over the validation split after each epoch."""
+        return self.root / "dynamics" / "val" / f"{name}.npy"
+
+    @property
+    def val_info(self) -> Path:
+        """``dynamics/val/dataset.json``: which validation split the validation dynamics are of."""
+        return self.root / "dynamics" / "val" / "dataset.json"
+
+    @property
     def checkpoints(self) -> Path:
         """``checkpoints/``: one ``epoch_XXX/`` folder per saved checkpoint."""
         return self.root / "checkpoints"
@@ -119,19 +156,49 @@ def run_fix(run_dir: str | Path) -> str:
 def read_run_ids(run_dir: str | Path, *, fix: str | None = None) -> list[str]:
     """The example ids of a reference run (``ids.json``: a list of unique strings), checked."""
     run_dir = Path(run_dir)
+    return _read_ids(RunLayout(run_dir).ids, "reference run ids", fix or run_fix(run_dir))
+
+
+def read_val_ids(run_dir: str | Path, *, fix: str | None = None) -> list[str]:
+    """The validation ids of a reference run's validation dynamics (``val_ids.json``), checked."""
+    run_dir = Path(run_dir)
+    return _read_ids(RunLayout(run_dir).val_ids, "reference run validation ids", fix or run_fix(run_dir))
+
+
+def has_val_dynamics(run_dir: str | Path) -> bool:
+    """Whether the run in ``run_dir`` recorded validation dynamics (its ``val_ids.json`` exists)."""
+    return RunLayout(Path(run_dir)).val_ids.is_file()
+
+
+def read_val_info(run_dir: str | Path, *, fix: str | None = None) -> dict[str, Any]:
+    """Which validation split a run's validation dynamics are of (``dynamics/val/dataset.json``), checked.
+
+    Holds the split's ``name``, ``split``, ``fingerprint``
+    (:meth:`~datadiet.data.dataset.Dataset.fingerprint`) and ``n``.
+    """
+    run_dir = Path(run_dir)
     fix = fix or run_fix(run_dir)
-    path = RunLayout(run_dir).ids
+    path = RunLayout(run_dir).val_info
     if not path.is_file():
-        raise FileNotFoundError(f"reference run ids file '{path}' does not exist; {fix}.")
-    ids = read_json_file(path, name="reference run ids", fix=fix)
+        raise FileNotFoundError(f"reference run validation file '{path}' does not exist; {fix}.")
+    return read_record(path, name="reference run validation", fields=_VAL_INFO_FIELDS, fix=fix)
+
+
+_VAL_INFO_FIELDS: dict[str, Check] = {"name": text(), "split": text(), "fingerprint": text(), "n": integer(1)}
+
+
+def _read_ids(path: Path, name: str, fix: str) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} file '{path}' does not exist; {fix}.")
+    ids = read_json_file(path, name=name, fix=fix)
     try:
         list_of(text(), min_len=1)(ids)
     except FieldError as exc:
         problem = str(exc).rstrip(".")
-        message = f"reference run ids file '{path}' must be a list of id strings: {problem}; {fix}."
+        message = f"{name} file '{path}' must be a list of id strings: {problem}; {fix}."
         raise ParameterError(message) from None
     if len(set(ids)) != len(ids):
-        raise ParameterError(f"reference run ids file '{path}' holds duplicate ids; {fix}.")
+        raise ParameterError(f"{name} file '{path}' holds duplicate ids; {fix}.")
     return ids
 
 
@@ -155,7 +222,9 @@ def load_dynamics_file(path: Path, *, n_rows: int, fix: str, mmap: bool = False)
     return values
 
 
-def read_dynamics(run_dir: str | Path, quantity: str, *, in_training: bool = False) -> Representation:
+def read_dynamics(
+    run_dir: str | Path, quantity: str, *, in_training: bool = False, split: str = "train"
+) -> Representation:
     """The (N, T) trajectory ``quantity`` of the run in ``run_dir``.
 
     Parameters
@@ -165,10 +234,19 @@ def read_dynamics(run_dir: str | Path, quantity: str, *, in_training: bool = Fal
     quantity : {"prob", "loss", "correct"}
     in_training : bool, default=False
         Read the values recorded during the training pass instead of the per-epoch evaluation pass.
+    split : {"train", "val"}, default="train"
+        ``"val"``: the evaluation pass over the validation split after each epoch, shape (n_val, T), rows
+        in the order of ``val_ids.json`` (recorded by ``train_reference(..., val=...)``).
     """
     if quantity not in QUANTITIES:
         raise ParameterError(f"Unknown dynamics quantity {quantity!r}. Available: {list(QUANTITIES)}.")
+    if split not in SPLITS:
+        raise ParameterError(f"Unknown dynamics split {split!r}. Available: {list(SPLITS)}.")
+    if split == "val" and in_training:
+        raise ParameterError("in_training=True reads the training pass, which has no validation split.")
     run_dir = Path(run_dir)
+    if split == "val":
+        return _read_val_dynamics(run_dir, quantity)
     path = RunLayout(run_dir).dynamics(quantity, train_pass=in_training)
     if not path.is_file():
         hint = " (set training.record_in_training: true)" if in_training else ""
@@ -177,4 +255,18 @@ def read_dynamics(run_dir: str | Path, quantity: str, *, in_training: bool = Fal
     ids = np.asarray(read_run_ids(run_dir, fix=fix), dtype=str)
     values = load_dynamics_file(path, n_rows=len(ids), fix=fix)
     meta = {"quantity": quantity, "in_training": in_training, "run": str(run_dir), "epochs": values.shape[1]}
+    return Representation(np.asarray(values, dtype=np.float32), "dynamics", ids, meta)
+
+
+def _read_val_dynamics(run_dir: Path, quantity: str) -> Representation:
+    layout, fix = RunLayout(run_dir), run_fix(run_dir)
+    if not layout.val_ids.is_file():
+        raise FileNotFoundError(
+            f"'{run_dir}' recorded no validation dynamics (no {VAL_IDS_FILE}): it was trained without a "
+            f"validation split or before they were recorded; {VAL_FIX}."
+        )
+    ids = np.asarray(read_val_ids(run_dir, fix=fix), dtype=str)
+    values = load_dynamics_file(layout.val_dynamics(quantity), n_rows=len(ids), fix=fix)
+    meta = {"quantity": quantity, "in_training": False, "split": "val", "run": str(run_dir),
+            "epochs": values.shape[1]}  # fmt: skip
     return Representation(np.asarray(values, dtype=np.float32), "dynamics", ids, meta)

@@ -8,7 +8,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,7 +19,14 @@ from datadiet._core.progress import track
 from datadiet.data.dataset import Dataset
 from datadiet.errors import ParameterError, ParameterTypeError
 from datadiet.models.base import ReferenceModel, inference_mode, seeded_torch, text_lengths
-from datadiet.representations.dynamics import IDS_FILE, QUANTITIES, TRAIN_PASS, RunLayout
+from datadiet.representations.dynamics import (
+    IDS_FILE,
+    QUANTITIES,
+    TRAIN_PASS,
+    VAL_FIX,
+    MissingValDynamicsWarning,
+    RunLayout,
+)
 from datadiet.training.run import ReferenceRun, _jsonable, _raise_on_difference, read_run_config
 from datadiet.training.settings import TrainConfig
 from datadiet.training.writer import RunWriter
@@ -29,7 +36,7 @@ _IDENTITY = ("train_config", "model", "dataset")
 
 def train_reference(
     model: ReferenceModel, train: Dataset, config: TrainConfig, run_dir: str | os.PathLike[str], *,
-    progress: bool = True,
+    val: Dataset | None = None, progress: bool = True,
 ) -> ReferenceRun:  # fmt: skip
     """Train ``model`` on ``train``, recording dynamics and checkpoints under ``run_dir``.
 
@@ -43,6 +50,12 @@ def train_reference(
     run_dir : str or path-like
         Output folder; an unfinished run there with the same identity is resumed. A second process
         training into the same folder waits on the lock file ``<parent>/.<name>.lock``, then reuses the run.
+    val : Dataset, optional
+        A labeled validation split, also scored by the evaluation pass after every epoch: its dynamics go
+        to ``dynamics/val/<quantity>.npy`` (rows in the order of ``val_ids.json``). Training is the same
+        with or without it (the pass uses no RNG and no optimizer), and it is not part of the run's
+        identity: a finished run is reused as it is (with no validation dynamics if it recorded none), and
+        a run resumed from a state saved without them records none (:class:`MissingValDynamicsWarning`).
     progress : bool
         Show progress bars.
 
@@ -51,17 +64,19 @@ def train_reference(
     ReferenceRun
     """
     _check_inputs(model, train, config)
+    if val is not None:
+        _check_val(model, train, val)
     writer = RunWriter(run_dir)
     identity = _identity(model, train, config)
     # one trainer per run_dir: a second process waits here, then finds DONE and reuses the run
     lock = FileLock(writer.layout.lock, timeout=None, what=f"reference run '{writer.layout.root}'")
     with lock:
-        return _train_locked(model, train, config, writer, identity, progress)
+        return _train_locked(model, train, config, writer, identity, progress, val)
 
 
 def _train_locked(
     model: ReferenceModel, train: Dataset, config: TrainConfig, writer: RunWriter, identity: dict[str, Any],
-    progress: bool,
+    progress: bool, val: Dataset | None = None,
 ) -> ReferenceRun:  # fmt: skip
     layout = writer.layout
     _claim_run_dir(writer, identity, train, config)
@@ -70,7 +85,7 @@ def _train_locked(
         finished.load_final(model)
         model.module.eval()
         return finished
-    loop = _Loop(model, train, config, progress)
+    loop = _Loop(model, train, config, progress, val)
     with seeded_torch(config.seed):  # dropout draws from this forked RNG
         if not loop.restore(layout.state):
             writer.write_state(loop.state())  # epoch 0: the initial weights, so a crash in epoch 1 resumes
@@ -87,9 +102,15 @@ def _train_locked(
 
 
 class _Loop:
-    """The mutable training state: optimizer, scheduler, RNGs, recorded arrays, counters."""
+    """The mutable training state: optimizer, scheduler, RNGs, recorded arrays, counters.
 
-    def __init__(self, model: ReferenceModel, train: Dataset, config: TrainConfig, progress: bool) -> None:
+    ``val`` (optional) is scored by the evaluation pass too, into ``val_arrays``; it never changes training.
+    """
+
+    def __init__(
+        self, model: ReferenceModel, train: Dataset, config: TrainConfig, progress: bool,
+        val: Dataset | None = None,
+    ) -> None:  # fmt: skip
         self.model, self.train, self.config, self.progress = model, train, config, progress
         self.steps_per_epoch = math.ceil(len(train) / config.batch_size)
         total = self.steps_per_epoch * config.epochs
@@ -101,6 +122,10 @@ class _Loop:
         self.epoch, self.global_step, self.epoch_lrs = 0, 0, []
         names = [*QUANTITIES, *(f"{q}{TRAIN_PASS}" for q in QUANTITIES if config.record_in_training)]
         self.arrays = {name: np.full((len(train), config.epochs), np.nan, np.float32) for name in names}
+        self.val = val
+        self.val_fingerprint = val.fingerprint() if val is not None else None
+        self.val_arrays = {q: np.full((len(val), config.epochs), np.nan, np.float32) for q in QUANTITIES
+                           } if val is not None else {}  # fmt: skip
 
     def run_epoch(self, epoch: int) -> None:
         """One shuffled pass of optimizer steps, then the evaluation pass recording column ``epoch - 1``."""
@@ -129,17 +154,22 @@ class _Loop:
         self._evaluate(epoch)
 
     def _evaluate(self, epoch: int) -> None:
-        order = np.argsort(text_lengths(self.train), kind="stable")  # less padding per batch
+        """Score the training split (and the validation split, if any) with the weights after ``epoch``."""
+        self._evaluate_split(self.train, self.arrays, epoch)
+        if self.val is not None:  # no RNG, no optimizer: training is the same with or without it
+            self._evaluate_split(self.val, self.val_arrays, epoch)
+
+    def _evaluate_split(self, ds: Dataset, arrays: dict[str, np.ndarray], epoch: int) -> None:
+        order = np.argsort(text_lengths(ds), kind="stable")  # less padding per batch
         step = self.config.eval_batch_size
         with inference_mode(self.model.module):
             for start in range(0, len(order), step):
                 idx = order[start : start + step]
-                batch = self.model.to_device(self.model.collate(self.train, idx))
-                self._record(idx, epoch, self.model.example_stats(self.model.module, batch), suffix="")
+                batch = self.model.to_device(self.model.collate(ds, idx))
+                _put(arrays, idx, epoch, self.model.example_stats(self.model.module, batch), suffix="")
 
     def _record(self, idx: np.ndarray, epoch: int, stats: dict[str, torch.Tensor], suffix: str) -> None:
-        for quantity in QUANTITIES:
-            self.arrays[quantity + suffix][idx, epoch - 1] = stats[quantity].float().cpu().numpy()
+        _put(self.arrays, idx, epoch, stats, suffix)
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue after ``self.epoch`` (written by :meth:`RunWriter.write_state`)."""
@@ -155,7 +185,15 @@ class _Loop:
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "arrays": {name: torch.from_numpy(array.copy()) for name, array in self.arrays.items()},
+            **self._val_state(),
         }
+
+    def _val_state(self) -> dict[str, Any]:
+        """``{"val": {"fingerprint", "arrays"}}`` when a validation split is scored (older states lack it)."""
+        if self.val is None:
+            return {}
+        arrays = {name: torch.from_numpy(array.copy()) for name, array in self.val_arrays.items()}
+        return {"val": {"fingerprint": self.val_fingerprint, "arrays": arrays}}
 
     def restore(self, path: Path) -> bool:
         """Load the state saved after the last finished epoch (RNGs included); False when there is none.
@@ -183,7 +221,41 @@ class _Loop:
                 f"The resume state '{path}' could not be applied ({reason}); delete it to start the "
                 "reference training over from epoch 1."
             ) from None
+        self._restore_val(state.get("val"), path)
         return True
+
+    def _restore_val(self, saved: Any, path: Path) -> None:
+        """Continue the validation arrays of ``saved``; without them (a state saved without this validation
+        split, e.g. by an older datadiet) after epoch >= 1, record no validation dynamics and warn once."""
+        if self.val is None:
+            return
+        problem = self._val_problem(saved)
+        if problem is None:
+            self.val_arrays = {name: tensor.numpy().copy() for name, tensor in saved["arrays"].items()}
+            return
+        if self.epoch == 0:  # nothing was scored yet: every column is still to come
+            return
+        run_dir = path.parent.parent
+        warnings.warn(
+            f"The reference run '{run_dir}' resumes after epoch {self.epoch} from a state that {problem}, so "
+            f"it records no validation dynamics; {VAL_FIX}.",
+            MissingValDynamicsWarning,
+            stacklevel=5,  # the caller of train_reference
+        )
+        self.val, self.val_fingerprint, self.val_arrays = None, None, {}
+
+    def _val_problem(self, saved: Any) -> str | None:
+        """Why ``saved`` (the state's ``val`` entry) cannot be continued with this validation split."""
+        if not isinstance(saved, dict) or not isinstance(saved.get("arrays"), dict):
+            return "holds no validation dynamics"
+        if saved.get("fingerprint") != self.val_fingerprint:
+            return "holds the dynamics of another validation split"
+        shape, arrays = (len(cast(Dataset, self.val)), self.config.epochs), saved["arrays"]
+        ok = set(arrays) == set(QUANTITIES) and all(
+            isinstance(t, torch.Tensor) and t.dtype == torch.float32 and tuple(t.shape) == shape
+            for t in arrays.values()
+        )
+        return None if ok else f"holds validation arrays not of shape {shape}"
 
     def _apply(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -272,6 +344,14 @@ class ResumeStateWarning(UserWarning):
     """The reference training's resume state ``state/state.pt`` was damaged; training started over."""
 
 
+def _put(
+    arrays: dict[str, np.ndarray], idx: np.ndarray, epoch: int, stats: dict[str, torch.Tensor], suffix: str
+) -> None:
+    """Column ``epoch - 1``, rows ``idx`` of every quantity's array (``<quantity><suffix>``)."""
+    for quantity in QUANTITIES:
+        arrays[quantity + suffix][idx, epoch - 1] = stats[quantity].float().cpu().numpy()
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -330,6 +410,23 @@ def _check_inputs(model: ReferenceModel, train: Dataset, config: TrainConfig) ->
             f"train has label {int(train.labels.max())} but the model has n_labels={n_labels}; build the "
             f"model with num_labels={train.n_classes}."
         )
+
+
+def _check_val(model: ReferenceModel, train: Dataset, val: Dataset) -> None:
+    """Refuse a validation split the evaluation pass cannot score, before anything is trained."""
+    if not isinstance(val, Dataset):
+        raise ParameterTypeError(f"val must be a Dataset or None. Got {type(val).__name__} instead.")
+    if val.task != train.task:
+        raise ParameterError(f"val is a {val.task} split but train is a {train.task} split; use one task.")
+    if val.task != "generation" and val.labels is None:
+        raise ParameterError(f"val must be labeled for a {val.task} task: its dynamics need labels.")
+    n_labels = model.describe().get("n_labels")
+    if n_labels is not None and val.labels is not None and int(val.labels.max()) >= n_labels:
+        raise ParameterError(
+            f"val has label {int(val.labels.max())} but the model has n_labels={n_labels}; map the "
+            "validation labels to the training split's label names."
+        )
+    model.collate(val, np.arange(1))  # e.g. a frozen head without the split's embeddings fails now
 
 
 def _identity(model: ReferenceModel, train: Dataset, config: TrainConfig) -> dict[str, Any]:
@@ -394,6 +491,10 @@ def _write_checkpoint(writer: RunWriter, epoch: int, loop: _Loop) -> None:
 
 def _finish(writer: RunWriter, loop: _Loop) -> None:
     writer.write_dynamics(loop.arrays)
+    if loop.val is not None:
+        val = loop.val
+        info = {"name": val.name, "split": val.split, "fingerprint": loop.val_fingerprint, "n": len(val)}
+        writer.write_val_dynamics(loop.val_arrays, [str(i) for i in val.ids.tolist()], info)
     writer.write_final(loop.model.trainable_state())
     writer.finish(loop.epoch, loop.global_step)
     writer.drop_state()

@@ -36,9 +36,13 @@ from datadiet.representations.dynamics import (
     CHECKPOINT_META,
     QUANTITIES,
     TRAINABLE,
+    VAL_FIX,
+    VAL_IDS_FILE,
     RunLayout,
     load_dynamics_file,
     read_run_ids,
+    read_val_ids,
+    read_val_info,
     run_fix,
 )
 
@@ -115,6 +119,35 @@ class ReferenceRun:
                 "TrainConfig(record_in_training=True)."
             )
         return load_dynamics_file(path, n_rows=len(self.ids), fix=run_fix(self.run_dir), mmap=True)
+
+    @property
+    def has_val_dynamics(self) -> bool:
+        """Whether the run recorded validation dynamics (``train_reference(..., val=...)``)."""
+        return RunLayout(self.run_dir).val_ids.is_file()
+
+    @property
+    def val_ids(self) -> np.ndarray | None:
+        """The validation ids, the row order of :meth:`val_dynamics` (None: no validation dynamics)."""
+        if not self.has_val_dynamics:
+            return None
+        return np.asarray(read_val_ids(self.run_dir), dtype=object)
+
+    @property
+    def val_info(self) -> dict[str, Any] | None:
+        """Which validation split :meth:`val_dynamics` is of: ``name``, ``split``, ``fingerprint``, ``n``."""
+        return read_val_info(self.run_dir) if self.has_val_dynamics else None
+
+    def val_dynamics(self, metric: str = "prob") -> np.ndarray:
+        """The (n_val, epochs) float32 array of ``metric`` on the validation split, memory-mapped."""
+        if metric not in QUANTITIES:
+            raise ParameterError(f"Unknown metric {metric!r}. Available: {list(QUANTITIES)}.")
+        ids = self.val_ids
+        if ids is None:
+            raise FileNotFoundError(
+                f"'{self.run_dir}' recorded no validation dynamics (no {VAL_IDS_FILE}); {VAL_FIX}."
+            )
+        path = RunLayout(self.run_dir).val_dynamics(metric)
+        return load_dynamics_file(path, n_rows=len(ids), fix=run_fix(self.run_dir), mmap=True)
 
     @property
     def prob(self) -> np.ndarray:

@@ -63,6 +63,16 @@ class RunWriter:
         for name, array in arrays.items():
             atomic_write_bytes(self.layout.dynamics(name), npy_bytes(array))
 
+    def write_val_dynamics(
+        self, arrays: Mapping[str, np.ndarray], ids: list[str], info: dict[str, Any]
+    ) -> None:
+        """The validation split's dynamics: ``dynamics/val/<quantity>.npy``, ``dynamics/val/dataset.json``
+        (``info``: which split) and, last, ``val_ids.json`` (its presence marks them recorded)."""
+        for name, array in arrays.items():
+            atomic_write_bytes(self.layout.val_dynamics(name), npy_bytes(array))
+        atomic_write_json(self.layout.val_info, info)
+        atomic_write_json(self.layout.val_ids, ids)
+
     def write_final(self, trainable: Mapping[str, torch.Tensor]) -> bytes:
         """``final/trainable.safetensors``; returns the bytes written."""
         payload = safetensors_bytes(trainable)
