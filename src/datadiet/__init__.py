@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from datadiet.pipeline.study import run_study
     from datadiet.representations.base import Representation
     from datadiet.representations.extractors import EXTRACTORS
+    from datadiet.representations.views import apply_view
     from datadiet.selection.base import BaseSelector, ScoreSelector, Selection, Selector, resolve_budget
     from datadiet.selection.registry import SELECTORS
     from datadiet.store import RepresentationStore
@@ -36,6 +37,7 @@ _LAZY: dict[str, str] = {
     "build_selector": "datadiet.api",
     "score_based_selectors": "datadiet.api",
     "Representation": "datadiet.representations.base",
+    "apply_view": "datadiet.representations.views",
     "Selection": "datadiet.selection.base",
     "Selector": "datadiet.selection.base",
     "BaseSelector": "datadiet.selection.base",
@@ -56,6 +58,7 @@ __all__ = [  # noqa: RUF022 (grouped as the docstring lists them)
     "build_selector",
     "score_based_selectors",
     "Representation",
+    "apply_view",
     "Selection",
     "Selector",
     "BaseSelector",

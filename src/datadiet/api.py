@@ -8,7 +8,8 @@ import numpy as np
 
 from datadiet._core.checks import param_error
 from datadiet.errors import ParameterError
-from datadiet.representations.base import Representation
+from datadiet.representations.base import Representation, as_representation
+from datadiet.representations.views import apply_view
 from datadiet.selection.balancing import BALANCE_MODES, Stratified
 from datadiet.selection.base import (
     BaseSelector,
@@ -65,6 +66,7 @@ def select(
     balance: str | None = None,
     calibrate: float | None = None,
     weighting: str = "none",
+    view: str | None = None,
     **params: Any,
 ) -> Selection:
     """Select ``budget`` examples of ``rep`` with the registered ``algorithm``.
@@ -89,6 +91,9 @@ def select(
         Share of the budget taken by the scores; the rest is uniform random (score-based only).
     weighting : {"none", "unbiased"}
         With ``calibrate``: importance weights on the random part.
+    view : {None, "flatten", "checkpoint=<epoch>", "lrmean"}
+        Read an (N, C, d) gradient stack ``rep`` (and ``val``) through this view
+        (:func:`datadiet.apply_view`); the selection's representation provenance records it.
     **params
         The selector's own parameters.
 
@@ -99,6 +104,9 @@ def select(
     >>> datadiet.select("hard_to_learn", p, 2).indices.tolist()
     [1, 3]
     """
+    if view is not None:
+        rep = apply_view(as_representation(rep), view)
+        val = None if val is None else apply_view(as_representation(val, name="val"), view)
     lrs = rep.meta.get("lr") if isinstance(rep, Representation) else None
     if isinstance(lrs, list) and "lr_weights" in SELECTORS.parameters(algorithm):
         params.setdefault("lr_weights", lrs)  # the checkpoints' learning rates, from the provenance

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 import sys
@@ -220,14 +219,24 @@ def select(
     ] = None,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
+    view: Annotated[
+        str | None,
+        typer.Option(help="View of an N x C x d gradient stack: flatten | checkpoint=<epoch> | lrmean."),
+    ] = None,
 ) -> None:
     """Select a subset from a stored representation and write selection.json."""
     from datadiet.api import select as run_select
+    from datadiet.representations.views import check_view
     from datadiet.selection.balancing import BALANCE_MODES
     from datadiet.selection.calibration import WEIGHTINGS
 
     check_option("--balance", balance, tuple(dict.fromkeys(("none", *BALANCE_MODES))))
     check_option("--weighting", weighting, tuple(WEIGHTINGS))
+    if view is not None:  # refused before any file is read
+        try:
+            check_view(view)
+        except ParameterError as exc:
+            raise ParameterError(f"--view: {exc}") from None
     params = parse_params(param or [])
     if val_groups is not None:
         params["val_groups"] = load_array(val_groups, name="val groups")
@@ -243,6 +252,7 @@ def select(
             balance=None if balance == "none" else balance,
             calibrate=calibrate,
             weighting=weighting,
+            view=view,
             **params,
         )
     record = selection.to_dict()
@@ -365,31 +375,6 @@ def represent(
     for rep_name, entry in index.items():
         where = Path(entry["path"]).parent if "key" in entry else Path(entry["path"])
         table.add_row(rep_name, "x".join(map(str, entry["shape"])), str(where))
-    Console().print(table)
-
-
-@app.command()
-@_friendly_errors
-def overlap(
-    selections: Annotated[list[Path], typer.Argument(help="selection.json files.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """Overlap matrix |Si ∩ Sj| / |Si| between selections, with the random expectation k/N."""
-    from datadiet.analysis.overlap import overlap_matrix, random_overlap_expectation
-
-    loaded = [read_selection(path) for path in selections]
-    names = [path.stem for path in selections]
-    n = _common_size(selections, loaded)
-    matrix = overlap_matrix(loaded)
-    expected = [None if n is None else random_overlap_expectation(sel.budget, n) for sel in loaded]
-    if as_json:
-        typer.echo(json.dumps({"names": names, "matrix": matrix.tolist(), "random_expectation": expected}))
-        return
-    table = Table(title="overlap |Si ∩ Sj| / |Si| (row i)")
-    for column in ["", *names, "random k/N"]:
-        table.add_column(column)
-    for name, row, exp in zip(names, matrix, expected, strict=True):
-        table.add_row(name, *(f"{v:.3f}" for v in row), "n/a" if exp is None else f"{exp:.3f}")
     Console().print(table)
 
 

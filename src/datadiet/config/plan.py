@@ -32,9 +32,7 @@ def check_plan(cfg: StudyConfig) -> None:
         selector = build(spec, at)
         check_representation(spec.representation, cfg.reference, f"{at}.representation")
         if selector.needs_val:
-            check_representation(
-                spec.val_representation or "gradients/val", cfg.reference, f"{at}.val_representation"
-            )
+            check_representation(spec.val_name, cfg.reference, f"{at}.val_representation")
 
 
 def build(spec: SelectionSpec, at: str) -> Any:
@@ -51,9 +49,15 @@ def build(spec: SelectionSpec, at: str) -> Any:
 
 
 def check_representation(name: str, ref: ReferenceConfig, at: str) -> None:
-    """Refuse a representation name that does not exist or that ``ref`` does not extract."""
-    from datadiet.representations.extractors import extracted, representation_names  # lazy: no import cycle
+    """Refuse a representation name that does not exist or that ``ref`` does not extract.
 
+    A name may end in a view (``gradients/train:flatten``): the base name is checked as any other, the view's
+    syntax here, and a view is refused on a base that is not ``gradients/*`` (views read (N, C, d) stacks).
+    """
+    from datadiet.representations.extractors import extracted, representation_names  # lazy: no import cycle
+    from datadiet.representations.views import split_view
+
+    name, view = split_view(name)
     names = representation_names(ref)
     available = [n for n in names if extracted(n, ref)]
     if name not in names:
@@ -63,6 +67,33 @@ def check_representation(name: str, ref: ReferenceConfig, at: str) -> None:
         )
     if not extracted(name, ref):
         raise ConfigError(f"{at}: {name!r} is not extracted by this config; it needs {names[name]}.")
+    if view is not None:
+        check_view_of(name, view, at, ref)
+
+
+def check_view_of(base: str, view: str, at: str, ref: ReferenceConfig) -> None:
+    """Refuse an unknown view, a view of a representation that is not a gradient stack, or the view of a
+    checkpoint that ``ref`` does not keep (when it trains the run: an existing ``run_dir`` is checked when
+    the view is applied)."""
+    from datadiet.representations.views import VIEW_SEP, VIEWS, check_view
+
+    try:
+        check_view(view)
+    except ValueError as exc:
+        raise ConfigError(f"{at}: {exc}") from None
+    if not base.startswith("gradients/"):
+        raise ConfigError(
+            f"{at}: the view {view!r} does not fit {base!r}: views ({', '.join(VIEWS)}) read an (N, C, d) "
+            f"stack of per-checkpoint gradients, so they apply to gradients/* only; write {base!r} without "
+            f"'{VIEW_SEP}{view}'."
+        )
+    epochs = ref.training.checkpoint_epochs  # resolved at load; a run_dir's own are known only once read
+    epoch = view.partition("=")[2]
+    if view.startswith("checkpoint=") and ref.run_dir is None and epochs and int(epoch) not in epochs:
+        raise ConfigError(
+            f"{at}: the view {view!r} names epoch {epoch}, but the gradients are taken at the checkpoints of "
+            f"epochs {list(epochs)} (reference.training.checkpoint_epochs); use one of them."
+        )
 
 
 def check_task(cfg: StudyConfig, task: str) -> None:

@@ -119,8 +119,8 @@ VAL_SUFFIX = "/val"
 def val_counterpart(name: str) -> str:
     """The validation-split representation of the training-split one ``name`` (a view suffix is kept).
 
-    >>> val_counterpart("gradients/train"), val_counterpart("dynamics/loss"), val_counterpart("hidden/final:x")
-    ('gradients/val', 'dynamics/loss/val', 'hidden/final/val:x')
+    >>> val_counterpart("gradients/train"), val_counterpart("dynamics/loss"), val_counterpart("hidden/a:x")
+    ('gradients/val', 'dynamics/loss/val', 'hidden/a/val:x')
     """
     base, sep, view = name.partition(":")
     val = "gradients/val" if base == "gradients/train" else base + VAL_SUFFIX
