@@ -225,15 +225,20 @@ class RepresentConfig(Section):
     gradients: GradientConfig = Field(default_factory=GradientConfig)
     """Per-sample gradient settings."""
     store: Str | None = None
-    """Representation store directory (None: <output>/store, wherever the output is)."""
+    """Representation store directory (None: <output>/store, wherever the output is). Another run's store
+    (e.g. runs/ref/store of an earlier datadiet represent, with reference.run_dir its runs/ref/reference)
+    is read, not recomputed: an entry whose provenance matches is reused, only missing ones are added."""
 
 
 class ReferenceConfig(Section):
     output: Str = "runs/reference"
     """Run directory: reference run, store and exported representations."""
     run_dir: Str | None = None
-    """An existing finished reference run to read instead of training one (e.g. recorded in your own
-    transformers.Trainer run by datadiet.training.hf_trainer.DatadietCallback)."""
+    """An existing finished reference run to read instead of training one: the ``reference`` folder in the
+    output of an earlier ``datadiet represent`` (with represent.store set to its ``store`` folder, nothing is
+    trained or extracted again), or a run recorded in your own transformers.Trainer run by
+    datadiet.training.hf_trainer.DatadietCallback. The dataset settings must give the training split that
+    run trained on, in the same order (refused otherwise)."""
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     """What to train on."""
     model: ModelConfig = Field(default_factory=ModelConfig)

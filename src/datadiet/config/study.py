@@ -8,13 +8,14 @@ filled in (``main.epochs``, ``main.lr``, ``main.head``, ``metrics``, ``primary_m
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from datadiet.config.fields import Float, Int, List, Params, Section, Str
 from datadiet.config.naming import check_selection_names
-from datadiet.config.schema import Head, ReferenceConfig, TrainingBase, mode_defaults
+from datadiet.config.schema import Head, ModelConfig, ReferenceConfig, TrainingBase, mode_defaults
 from datadiet.errors import ConfigError
 
 Metric = Literal["accuracy", "macro_f1", "rouge1", "rouge2", "rougeL"]
@@ -25,7 +26,8 @@ class SelectionSpec(Section):
     algorithm: Str
     """A registered selector (``datadiet algorithms``)."""
     representation: Str
-    """A name from representations.json: dynamics/prob, dynamics/loss, hidden/final, gradients/train, ..."""
+    """A name from representations.json: dynamics/prob, dynamics/loss, hidden/final, gradients/train, ...;
+    a gradients name may end in a view (gradients/train:flatten, :checkpoint=E, :lrmean)."""
     name: Str | None = None
     """Display name; default algorithm@representation plus the balance/calibration suffix."""
     params: Params = Field(default_factory=dict)
@@ -37,7 +39,8 @@ class SelectionSpec(Section):
     weighting: Literal["none", "unbiased"] = "none"
     """With calibrate: importance weights on the random part, used as training weights."""
     val_representation: Str | None = None
-    """Validation representation (less); default gradients/val."""
+    """Validation representation (less); default the representation's validation counterpart (gradients/train
+    -> gradients/val, hidden/final -> hidden/final/val, a view kept)."""
 
     def __init__(self, *args: Any, **values: Any) -> None:
         """``SelectionSpec("el2n", "dynamics/prob", name=...)``: algorithm and representation first."""
@@ -45,6 +48,20 @@ class SelectionSpec(Section):
         super().__init__(**values)
 
     setattr(__init__, "__pydantic_base_init__", True)  # noqa: B010  # nested data skips it
+
+    @property
+    def val_name(self) -> str:
+        """The validation representation: ``val_representation``, else the representation's counterpart.
+
+        Resolved here, not filled into the field, so the cell hash (``model_dump()``) stays that of old
+        studies.
+
+        >>> SelectionSpec("less", "hidden/final").val_name, SelectionSpec("less", "gradients/train").val_name
+        ('hidden/final/val', 'gradients/val')
+        """
+        from datadiet.representations.extractors import val_counterpart
+
+        return self.val_representation or val_counterpart(self.representation)
 
     @property
     def label(self) -> str:
@@ -62,7 +79,12 @@ class MainConfig(TrainingBase):
     batch_size: Int = Field(default=32, ge=1)
     """Batch size."""
     head: Head | None = None
-    """Frozen path: the main model's head (None: the reference's)."""
+    """Frozen path: the main model's head (None: main.model's head when main.model is set, else the
+    reference's)."""
+    model: ModelConfig | None = Field(default=None, exclude_if=lambda model: model is None)
+    """The main model, when it is not the reference's kind: the fields of reference.model (path, mode, head,
+    lora, max_length, ...), e.g. a frozen MiniLM proxy selects and a LoRA encoder is trained on each subset.
+    None: the reference's model with main.head. The epochs and lr defaults follow this model's mode."""
 
 
 class OodConfig(Section):
@@ -86,7 +108,7 @@ class StudyConfig(Section):
     seeds: List[Annotated[Int, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2])
     """Seeds: each cell selects and trains with its seed."""
     main: MainConfig = Field(default_factory=MainConfig)
-    """Main-model training on each subset (same model kind as the reference)."""
+    """Main-model training on each subset (the reference's model kind unless main.model names another)."""
     test_split: Str = "test"
     """Split the main model is evaluated on."""
     test_slice: Int | None = Field(default=None, ge=1)
@@ -110,26 +132,56 @@ class StudyConfig(Section):
         task = self.reference.dataset.source_task()
         check_task(self, task)
         self.metrics, self.primary_metric = task_metrics(self.metrics, self.primary_metric, task)
-        self.main = self.main.model_copy(update=main_resolved(self.main, self.reference))
+        self.main = self.main.model_copy(update=main_resolved(self.main, self.reference, task))
         dataset = self.reference.dataset.model_copy()
         dataset._where = "reference.dataset"
         self.reference = self.reference.model_copy(update={"output": self.output, "dataset": dataset})
         return self
 
 
-def main_resolved(main: MainConfig, reference: ReferenceConfig) -> dict[str, Any]:
-    """The main model's settings that default to the reference's mode (epochs, lr) or head."""
-    defaults = main_defaults(reference)
-    return {
+def main_resolved(main: MainConfig, reference: ReferenceConfig, task: str | None = None) -> dict[str, Any]:
+    """The main model's settings that default to its mode (epochs, lr) or head; with ``task`` (the dataset's),
+    a ``main.model`` that no model backend serves for it is refused."""
+    defaults = main_defaults(reference, main)
+    resolved = {
         key: default if getattr(main, key) is None else getattr(main, key)
         for key, default in defaults.items()
     }
+    if main.model is not None:
+        if main.head is not None and "head" in main.model.model_fields_set and main.head != main.model.head:
+            raise ConfigError(
+                f"main.head {main.head!r} and main.model.head {main.model.head!r} disagree; set only one."
+            )
+        if task is not None:
+            _check_main_model(main.model, task)
+        resolved["model"] = main.model.model_copy(update={"head": resolved["head"]})
+    return resolved
 
 
-def main_defaults(reference: ReferenceConfig) -> dict[str, Any]:
-    """What ``main.epochs``, ``main.lr`` and ``main.head`` are when unset, for this reference config."""
-    mode = mode_defaults(reference.model.mode)
-    return {"epochs": mode["main_epochs"], "lr": mode["lr"], "head": reference.model.head}
+def main_defaults(reference: ReferenceConfig, main: MainConfig | None = None) -> dict[str, Any]:
+    """What ``main.epochs``, ``main.lr`` and ``main.head`` are when unset: from ``main.model`` when it is set,
+    else from the reference's model."""
+    model = reference.model if main is None or main.model is None else main.model
+    mode = mode_defaults(model.mode)
+    return {"epochs": mode["main_epochs"], "lr": mode["lr"], "head": model.head}
+
+
+def _check_main_model(model: ModelConfig, task: str) -> None:
+    """Refuse a main model that no registered model backend serves for ``task``, or a missing model folder."""
+    import datadiet  # the MODELS registry, plugins' backends included (config does not import models)
+
+    backends = [datadiet.MODELS.get(name) for name in datadiet.MODELS.registered()]
+    if not any(task in b.tasks and model.mode in b.modes for b in backends):
+        modes = list(dict.fromkeys(m for b in backends if task in b.tasks for m in b.modes))
+        raise ConfigError(
+            f"main.model.mode: {model.mode!r} has no model backend for a {task} task; "
+            f"set main.model.mode to {' or '.join(map(repr, modes)) or 'a mode a registered backend serves'}."
+        )
+    if model.path != "embedded" and not Path(model.path).is_dir():
+        raise ConfigError(
+            f"main.model.path: '{model.path}' is not a folder; set it to a local Hugging Face model folder "
+            "or to 'embedded' (the packaged model)."
+        )
 
 
 def _check_listed_once(config: StudyConfig) -> None:

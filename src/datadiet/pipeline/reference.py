@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from datadiet._core.files import atomic_write_json
-from datadiet.config import ReferenceConfig, to_dict
+from datadiet.config import ModelConfig, ReferenceConfig, to_dict
 from datadiet.data.dataset import Dataset
 from datadiet.errors import ParameterError
 from datadiet.representations.base import Representation
@@ -79,21 +79,24 @@ def encoder_path(cfg: ReferenceConfig) -> str:
     return resolve(cfg.model.path)
 
 
-def embeddings(stage: Stage, ds: Dataset) -> np.ndarray:
-    """Frozen encoder embeddings of ``ds``, cached in the store."""
+def embeddings(stage: Stage, ds: Dataset, model: ModelConfig | None = None) -> np.ndarray:
+    """Frozen encoder embeddings of ``ds`` by the encoder of ``model`` (default: the reference's), cached in
+    the store under the encoder's weights fingerprint and ``max_length``."""
     from datadiet.models.frozen import encode_texts
+    from datadiet.models.registry import encoder_path as resolve
 
-    path = encoder_path(stage.cfg)
+    model = stage.cfg.model if model is None else model
+    path, max_length = resolve(model.path), model.max_length
     provenance = provenance_of(
         stage="frozen-embeddings",
         dataset=ds.fingerprint(),
         model=_weights_fingerprint(path),
-        max_length=stage.cfg.model.max_length,
+        max_length=max_length,
     )
     key = make_key(**provenance)
 
     def compute() -> Representation:
-        values = encode_texts(path, ds, max_length=stage.cfg.model.max_length)
+        values = encode_texts(path, ds, max_length=max_length)
         return Representation(values, "hidden", ds.ids.astype(str), provenance)
 
     rep = stage.store.get_or_compute(key, compute, provenance=provenance, rebuild=rebuild_command(stage))
@@ -155,7 +158,14 @@ def run_reference(cfg: ReferenceConfig, stage: Stage | None = None) -> Any:
     model = build_model(stage)
     check_run_dir(stage.run_dir, stage.train, settings, model)
     _write_resolved(cfg, stage)
-    return train_reference(model, stage.train, settings, stage.run_dir)
+    return train_reference(model, stage.train, settings, stage.run_dir, val=scored_val(stage))
+
+
+def scored_val(stage: Stage) -> Dataset | None:
+    """The validation split whose dynamics the reference run records: ``stage.val`` when it can be scored
+    (labeled, or a generation split, which scores its targets), else None."""
+    val = stage.val
+    return val if val is not None and (val.task == "generation" or val.labels is not None) else None
 
 
 def _write_resolved(cfg: ReferenceConfig, stage: Stage) -> None:
@@ -164,18 +174,39 @@ def _write_resolved(cfg: ReferenceConfig, stage: Stage) -> None:
 
 
 def _open_recorded_run(run_dir: str, stage: Stage) -> Any:
-    """The finished run in ``run_dir``, refused unless it trained on the configured split, in order."""
+    """The finished run in ``run_dir``, refused unless it trained on the configured split, in order.
+
+    The run is a ``datadiet represent`` run's ``<output>/reference`` or one recorded in the user's own
+    Trainer run; each refusal names the YAML key (``reference.run_dir`` / ``reference.dataset`` in a study).
+    """
     from datadiet.training import ReferenceRun
 
-    run = ReferenceRun.open(run_dir)
+    where = stage.cfg.dataset._where  # "dataset", or "reference.dataset" in a study
+    key = where.removesuffix("dataset") + "run_dir"
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(
+            f"{key}: '{run_dir}' is not a folder; set it to a finished reference run (the 'reference' "
+            "folder in the output of datadiet represent), or drop it to train one."
+        )
+    try:
+        run = ReferenceRun.open(run_dir)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{key}: {exc}") from None
     ours = stage.train.ids.astype(str)
     if not np.array_equal(np.asarray(run.ids).astype(str), ours):
         theirs = [str(i) for i in run.ids[:3]]
+        resolved = Path(run_dir).parent / "config.resolved.json"  # a datadiet represent run's config
+        fix = (
+            f"Set {where} as in '{resolved}', the config that made that run (the same source, train_split, "
+            "slice, seed and label_noise)."
+            if resolved.is_file()
+            else f"Set {where}.id to the id column your Trainer run used (its ids are in "
+            f"'{Path(run_dir) / 'ids.json'}'), or point {where} at the data that run trained on, in the "
+            "same order."
+        )
         raise ParameterError(
-            f"'{run_dir}' recorded {len(run.ids)} examples (first ids {theirs}) but the configured "
-            f"training split has {len(ours)} (first ids {[str(i) for i in ours[:3]]}). Set dataset.id to the "
-            f"id column your Trainer run used (its ids are in '{Path(run_dir) / 'ids.json'}'), or point "
-            "dataset at the data that run trained on, in the same order."
+            f"{key}: '{run_dir}' recorded {len(run.ids)} examples (first ids {theirs}) but {where} gives "
+            f"{len(ours)} (first ids {[str(i) for i in ours[:3]]}). {fix}"
         )
     return run
 

@@ -39,6 +39,7 @@ from datadiet._core.progress import ProgressBar
 from datadiet._core.records import Check, check_fields, integer, list_of, mapping, number, read_record, text
 from datadiet.config import (
     ConfigError,
+    ModelConfig,
     SelectionSpec,
     StudyConfig,
     cell_id,
@@ -54,6 +55,8 @@ from datadiet.metrics import dummy_scores, score
 from datadiet.pipeline.reference import Stage, embeddings, prepare, run_reference
 from datadiet.pipeline.represent import run_fingerprint, run_represent
 from datadiet.representations.base import Representation
+from datadiet.representations.extractors import is_val
+from datadiet.representations.views import apply_view, split_view
 from datadiet.store import make_key
 
 RANDOM = SelectionSpec("random", "", name="random")
@@ -64,10 +67,14 @@ draws never depended on that representation (only on the number of rows, which t
 training split's fingerprint), so the finished random cells of existing studies stay valid."""
 METRICS = ("accuracy", "macro_f1", "rouge1", "rouge2", "rougeL")
 MAIN_KEYS = ("epochs", "head", "batch_size", "lr", "weight_decay", "warmup_ratio")
-"""The ``main`` settings every cell hash has held."""
+"""The ``main`` settings every cell hash has held (``main.model`` enters it only when set)."""
+MODEL_KEYS = ("path", "mode", "head", "lora", "max_length", "max_new_tokens")
+"""The ``main.model`` fields its hash always holds."""
 CELL_FIX = "delete it and rerun the study: that cell is recomputed"
 COSTS_FIX = "delete it and rerun the study: it only records timings"
 COST_KEYS = ("reference_seconds", "represent_seconds")
+LEGACY_VAL = "gradients/val"
+"""The validation representation every selection read before it defaulted to its own counterpart."""
 
 
 @dataclass(frozen=True)
@@ -180,16 +187,25 @@ class StudyRunner:
         return evals
 
     def representation(self, name: str) -> Representation:
+        """The representation ``name``, ``<base>[:<view>]``: the base entry seen through the view (cached)."""
         if name not in self._reps:
+            base, view = split_view(name)
+            if view is not None:
+                try:
+                    self._reps[name] = apply_view(self.representation(base), view)
+                except ParameterError as exc:
+                    raise ParameterError(f"representation {name!r}: {exc}") from None
+                return self._reps[name]
             if name not in self.index:
                 hint = did_you_mean(name, self.index)
                 raise ParameterError(
                     f"Unknown representation {name!r}.{hint} Available: {sorted(self.index)}."
                 )
             rep = cast(Representation, self.stage.store.load(self.index[name]["key"]))  # the index lists it
-            if name.startswith(("dynamics", "hidden")) or name == "gradients/train":
-                if not np.array_equal(np.asarray(rep.ids).astype(str), self.train.ids.astype(str)):
-                    raise ParameterError(f"representation {name} does not follow the training split's ids.")
+            split, ds = ("validation", self.stage.val) if is_val(name) else ("training", self.train)
+            if name.startswith(("dynamics", "hidden", "gradients")) and ds is not None:
+                if not np.array_equal(np.asarray(rep.ids).astype(str), ds.ids.astype(str)):
+                    raise ParameterError(f"representation {name} does not follow the {split} split's ids.")
             self._reps[name] = rep
         return self._reps[name]
 
@@ -199,6 +215,9 @@ class StudyRunner:
         spec: Any = "full" if cell.spec is None else cell.spec.model_dump()
         if cell.spec is RANDOM:
             spec = RANDOM_HASH_SPEC
+        elif cell.spec is not None and cell.spec.val_representation is None and _reads_val(cell.spec):
+            if cell.spec.val_name != LEGACY_VAL:  # the default it had before: old cells keep their hash
+                spec = {**spec, "val_representation": cell.spec.val_name}
         evals = {name: ds.fingerprint() for name, ds in self.evals.items()}
         return make_key(
             spec=spec,
@@ -260,7 +279,7 @@ class StudyRunner:
         else:
             val = None
             if datadiet.SELECTORS.get(spec.algorithm).needs_val:
-                val = self.representation(spec.val_representation or "gradients/val")
+                val = self.representation(spec.val_name)
             selection = datadiet.select(
                 spec.algorithm,
                 self.representation(spec.representation),
@@ -277,12 +296,18 @@ class StudyRunner:
         atomic_write_text(path, dumps_strict(selection.to_dict(), what=f"selection file '{path}'"))
         return selection.indices, selection.weights
 
+    @property
+    def main_model_config(self) -> ModelConfig:
+        """The main model's ``model`` section: ``main.model``, else the reference's with the main head."""
+        model = self.cfg.main.model or self.ref_cfg.model
+        return model.model_copy(update={"head": self.cfg.main.head})  # resolved at load
+
     def main_model(self, subset: Dataset, indices: np.ndarray, seed: int) -> Any:
-        """A fresh main model (same kind as the reference, the main head), seeded, with embeddings for the
-        frozen path."""
+        """A fresh main model (``main.model``, else the reference's kind with the main head), seeded, with
+        its own encoder's embeddings for the frozen path."""
         from datadiet.models.registry import ModelRequest, backend_for
 
-        model_cfg = self.ref_cfg.model.model_copy(update={"head": self.cfg.main.head})
+        model_cfg = self.main_model_config
         request = ModelRequest(model_cfg, seed, self.train, self.stage.val, self.embeddings)
         model = backend_for(self.train.task, model_cfg.mode).build(request)
         if model_cfg.mode == "frozen":
@@ -292,9 +317,11 @@ class StudyRunner:
         return model
 
     def embeddings(self, ds: Dataset) -> np.ndarray:
-        key = ds.fingerprint()
+        """The main model's frozen encoder embeddings of ``ds`` (its encoder, its max_length), cached."""
+        model = self.main_model_config
+        key = make_key(encoder=model.path, max_length=model.max_length, dataset=ds.fingerprint())
         if key not in self._embeddings:
-            self._embeddings[key] = embeddings(self.stage, ds)
+            self._embeddings[key] = embeddings(self.stage, ds, model)
         return self._embeddings[key]
 
     def main_config(self, seed: int) -> Any:
@@ -336,15 +363,47 @@ class StudyRunner:
         }
 
 
+def _reads_val(spec: SelectionSpec) -> bool:
+    return bool(datadiet.SELECTORS.get(spec.algorithm).needs_val)
+
+
 def main_identity(cfg: StudyConfig) -> dict[str, Any]:
     """The ``main`` settings as a cell's hash holds them: a setting at its mode default as ``None`` (as it
     was written before defaults were resolved at load), so the finished cells of existing studies stay
     valid; a parameter added to the section later enters the hash only once it differs from its default."""
-    defaults = main_defaults(cfg.reference)
+    defaults = main_defaults(cfg.reference, cfg.main)
     main = cfg.main.model_dump()
     fields = type(cfg.main).model_fields
     out = {key: None if key in defaults and value == defaults[key] else value for key, value in main.items()}
-    return {key: value for key, value in out.items() if key in MAIN_KEYS or value != fields[key].default}
+    out = {key: value for key, value in out.items() if key in MAIN_KEYS or value != fields[key].default}
+    if cfg.main.model is not None:  # unset, it is left out: the hash of every existing study
+        out["model"] = model_identity(cfg.main.model)
+    return out
+
+
+def model_identity(model: ModelConfig) -> dict[str, Any]:
+    """A ``model`` section as a cell's hash holds it: every field it has now, a field added later only once
+    it differs from its default."""
+    dump, defaults = model.model_dump(), type(model)().model_dump()
+    return {key: value for key, value in dump.items() if key in MODEL_KEYS or value != defaults[key]}
+
+
+def describe_model(model: ModelConfig, task: str) -> str:
+    """A short description of a model section: its mode, the model's name and the frozen path's head.
+
+    >>> from datadiet.config import ModelConfig
+    >>> describe_model(ModelConfig(mode="frozen", head="mlp"), "classification")
+    'frozen MiniLM-L6 + mlp'
+    >>> describe_model(ModelConfig(mode="lora"), "generation")
+    'lora SmolLM2-135M'
+    >>> describe_model(ModelConfig(path="models/bert-base/", mode="full"), "classification")
+    'full bert-base'
+    """
+    if model.path == "embedded":
+        name = "SmolLM2-135M" if task == "generation" else "MiniLM-L6"
+    else:
+        name = Path(model.path).name or model.path
+    return f"{model.mode} {name}" + (f" + {model.head}" if model.mode == "frozen" else "")
 
 
 def _split(splits: dict[str, Dataset], name: str, source: str, key: str) -> Dataset:
@@ -480,7 +539,8 @@ def dummy_for(train: Dataset, ds: Dataset, metrics: list[str]) -> dict[str, floa
 
 
 def assemble(runner: StudyRunner, cells: list[Cell]) -> pd.DataFrame:
-    """All finished cells plus the dummy baseline, as one long table."""
+    """All finished cells plus the dummy baseline, as one long table; the last two columns describe the
+    study's reference and main models (:func:`model_columns`), which the cell files do not hold."""
     rows = []
     for cell in cells:
         representation = "" if cell.spec is None else cell.spec.representation
@@ -509,8 +569,24 @@ def assemble(runner: StudyRunner, cells: list[Cell]) -> pd.DataFrame:
                     "value": value,
                 }
             )
-    frame = pd.DataFrame(rows)
+    models = model_columns(runner)
+    frame = pd.DataFrame([{**row, **models} for row in rows])
     return frame.astype({"calibrate": "float64", "n_flipped_kept": "float64", "budget": "float64"})
+
+
+def model_columns(runner: StudyRunner) -> dict[str, str]:
+    """``reference_model`` and ``main_model``: the two models' short descriptions (:func:`describe_model`),
+    the same on every row of a study, so tables of several studies can be told apart."""
+    task = runner.train.task
+    return {
+        "reference_model": describe_model(runner.ref_cfg.model, task),
+        "main_model": describe_model(runner.main_model_config, task),
+    }
+
+
+def _model_record(model: ModelConfig, task: str) -> dict[str, Any]:
+    """A model as ``study.json`` records it: its description and its whole ``model`` section."""
+    return {"description": describe_model(model, task), "config": to_dict(model)}
 
 
 def _finished(runner: StudyRunner, cell: Cell) -> dict[str, Any]:
@@ -560,6 +636,8 @@ def write_study_json(runner: StudyRunner, results: pd.DataFrame) -> None:
             "full_train_seconds": float(full.groupby("seed").train_seconds.first().mean()),
         },
         "label_noise": None if mask is None else {"fraction": noise, "n_flipped": int(mask.sum())},
+        "reference_model": _model_record(runner.ref_cfg.model, runner.train.task),
+        "main_model": _model_record(runner.main_model_config, runner.train.task),
         "selections": [
             {
                 "name": s.label,
