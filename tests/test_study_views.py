@@ -190,3 +190,36 @@ def test_viewed_selections_match_the_api_on_the_stored_entries(view_study):
     flat = json.loads((out / selection_file("prototypicality@gradients/train:flatten", 0.5, 0)).read_text())
     by_hand = datadiet.select("prototypicality", np.asarray(grads.values).reshape(24, -1), 0.5, seed=0)
     assert flat["indices"] == by_hand.indices.tolist()
+
+
+def test_a_default_validation_representation_other_than_gradients_val_enters_the_cell_hash():
+    """LESS on hidden/final now reads hidden/final/val by default (before: gradients/val): its cells must
+    not be reused from an old study, while LESS on gradients/train (still gradients/val) keeps its hash."""
+    from types import SimpleNamespace
+
+    from datadiet.config import StudyConfig, from_dict
+    from datadiet.pipeline.study import Cell, main_identity
+    from datadiet.store import make_key
+
+    selections = [
+        {"algorithm": "less", "representation": "hidden/final"},
+        {"algorithm": "less", "representation": "hidden/final", "val_representation": "hidden/final/val",
+         "name": "explicit"},
+        {"algorithm": "less", "representation": "gradients/train"},
+    ]  # fmt: skip
+    cfg = from_dict(StudyConfig, {"selections": selections})
+    runner = StudyRunner.__new__(StudyRunner)
+    runner.cfg, runner.evals, runner.run_id, runner.metrics = cfg, {}, "run", ["macro_f1"]
+    runner.train = SimpleNamespace(fingerprint=lambda: "train")
+    default_hidden, explicit, default_gradients = (
+        Cell(s.label, s, 0.3, 0, "selection") for s in cfg.selections
+    )
+
+    def old_hash(spec: dict) -> str:  # the hash as it was computed before the default changed
+        return make_key(spec=spec, budget=0.3, seed=0, main=main_identity(cfg), run="run", train="train",
+                        evals={}, metrics=["macro_f1"])  # fmt: skip
+
+    assert runner.cell_hash(default_gradients) == old_hash(default_gradients.spec.model_dump())
+    assert runner.cell_hash(default_hidden) != old_hash(default_hidden.spec.model_dump())
+    explicit_spec = {**explicit.spec.model_dump(), "name": None}
+    assert runner.cell_hash(default_hidden) == old_hash(explicit_spec)  # the same as naming it explicitly
