@@ -63,7 +63,9 @@ OFFSET = {
 EXPECTED_FIGURES = {
     "performance_test",
     "performance_ood",
-    "overlap",
+    "overlap",  # the budget shown first (nearest 30%); the others are overlap_<budget>
+    "overlap_0_10",
+    "overlap_0_50",
     "label_distribution",
     "data_map",
     "costs",
@@ -140,8 +142,10 @@ def _reference_rows() -> list[dict]:
     return rows
 
 
-def make_study(directory: Path, *, noise: bool = True, confidence: bool = True) -> Path:
-    """Write a complete study directory by hand."""
+def make_study(
+    directory: Path, *, noise: bool = True, confidence: bool = True, seeds: tuple[int, ...] = SEEDS
+) -> Path:
+    """Write a complete study directory by hand (``seeds``: the seeds of every budgeted selection)."""
     rng = np.random.default_rng(0)
     labels = rng.choice(3, size=N, p=[0.6, 0.3, 0.1])
     conf = rng.beta(2.0, 1.2, size=(N, 6))
@@ -154,7 +158,7 @@ def make_study(directory: Path, *, noise: bool = True, confidence: bool = True) 
     for name in ["random", *(spec["name"] for spec in SPECS)]:
         for budget in BUDGETS:
             k = int(budget * N)
-            for seed in SEEDS:
+            for seed in seeds:
                 indices = _pick(name, k, seed, conf.mean(axis=1))
                 selection = Selection(indices, meta={"algorithm": name, "seed": seed, "n_examples": N})
                 path = directory / "selections" / name / f"b{budget:.2f}_s{seed}.json"
@@ -172,7 +176,7 @@ def make_study(directory: Path, *, noise: bool = True, confidence: bool = True) 
         "label_names": ["earn", "acq", "crude & oil"],
         "n_train": N,
         "budgets": list(BUDGETS),
-        "seeds": list(SEEDS),
+        "seeds": list(seeds),
         "metrics": ["accuracy", "macro_f1"],
         "primary_metric": "macro_f1",
         "costs": {"reference_seconds": 2.0, "represent_seconds": 1.0, "full_train_seconds": 10.0},
@@ -223,17 +227,55 @@ def test_report_is_self_contained(report):
     assert "<script" not in page and "http://" not in page and "https://" not in page
 
 
-def test_report_table_has_a_row_per_selection_and_flags_the_worse_cell(report):
+def _performance_table(page: str) -> str:
+    return page[page.index('id="performance_test"') : page.index('id="performance_ood"')]
+
+
+def test_report_table_with_three_seeds_shows_intervals_but_colours_no_cell(report):
     _, page = report
-    table = page[page.index('id="performance_test"') : page.index('id="performance_ood"')]
+    table = _performance_table(page)
     hard = _row_html(table, "hard")
-    assert hard.count('class="num worse"') == 1  # only at 10%
-    assert hard.count('class="num better"') == 2
-    assert "Δ -0.210 [-0.220, -0.200]" in hard  # 0.9 * 0 - 0.2 - 0.01 s, seeds 0..2
-    assert 'class="num worse"' not in _row_html(table, "&lt;b&gt;proto&lt;/b&gt;")
+    assert 'class="num worse"' not in table and 'class="num better"' not in table
+    # diffs -0.20, -0.21, -0.22 (seeds 0..2): -0.21 ± t_{0.975, 2} 4.3027 · 0.01 / sqrt(3) = ± 0.0248
+    assert "Δ -0.210 [-0.235, -0.185]" in hard
     assert _row_html(table, "random").count('class="num base"') == 3
     assert "high-compression failure" in table and "calibrat" in table
     assert "all training data: 0.910 ± 0.014" in table
+    caption = re.search(r'<p class="caption">macro_f1 on test:.*?</p>', table, flags=re.S).group(0)
+    assert "mean ± std over 3 seeds" in caption and "its paired t 95% interval" in caption
+    assert "at least 5 seeds are paired" in caption and "here at most 3 are" in caption
+    assert "no cell is coloured" in caption and "bootstrap" not in page
+
+
+def test_report_table_with_five_seeds_flags_the_worse_and_better_cells(tmp_path):
+    page = build_report(make_study(tmp_path / "s", seeds=(0, 1, 2, 3, 4))).read_text(encoding="utf-8")
+    table = _performance_table(page)
+    hard = _row_html(table, "hard")
+    assert hard.count('class="num worse"') == 1  # only at 10%
+    assert hard.count('class="num better"') == 2
+    assert 'class="num worse"' not in _row_html(table, "&lt;b&gt;proto&lt;/b&gt;")
+    assert "mean ± std over 5 seeds" in table and "no cell is coloured" not in table
+
+
+def test_report_caption_counts_the_seeds_of_the_data(tmp_path):
+    page = build_report(make_study(tmp_path / "s", seeds=(0, 1))).read_text(encoding="utf-8")
+    table = _performance_table(page)
+    assert "mean ± std over 2 seeds" in table and "here at most 2 are" in table
+    assert "3 seeds" not in page and 'class="num worse"' not in table
+
+
+def test_overlap_section_has_one_heatmap_per_budget_and_a_selector(report):
+    _, page = report
+    section = page[page.index('<section id="overlap">') : page.index('<section id="label_distribution">')]
+    picks = re.findall(r'<input type="radio" name="overlap_budget" id="(\w+)_pick"( checked)?>', section)
+    assert [key for key, _ in picks] == ["overlap_0_10", "overlap", "overlap_0_50"]  # budget order
+    assert [key for key, checked in picks if checked] == ["overlap"]  # 30%, nearest 0.3, shown first
+    assert section.count("<img ") == len(BUDGETS)
+    for key, label, k in (("overlap_0_10", "10%", 24), ("overlap", "30%", 72), ("overlap_0_50", "50%", 120)):
+        panel = re.search(rf'<div class="panel" id="{key}_panel">.*?</div>', section, flags=re.S).group(0)
+        assert f"budget {label}, seed 0; random expectation k/N = {k}/{N} = {k / N:.3f}." in panel
+        assert f"#{key}_pick:checked ~ #{key}_panel" in page  # the CSS that shows it when picked
+    assert ".budgets > .panel { display: none; }" in page
 
 
 def test_names_from_the_data_are_escaped(report):
@@ -252,11 +294,11 @@ def test_a_selection_named_script_is_written_as_text_not_as_a_tag(tmp_path):
     results = pd.read_parquet(study / "results.parquet").replace({"selection": {"hard_cal": "<script>"}})
     results.to_parquet(study / "results.parquet")
     (study / "selections" / "hard_cal").rename(study / "selections" / "_script_")
-    page = build_report(study, highlight="<script>").read_text(encoding="utf-8")
+    page = build_report(study, highlight="<script>").read_text(encoding="utf-8")  # 3 seeds: no colour
     assert "<script" not in page and "<i>" not in page
     assert "<title>datadiet report: &lt;script&gt;alert(1)&lt;/script&gt;</title>" in page
     assert "<td>&lt;script&gt;</td><td>hard_to_learn</td>" in page  # the study's selection table
-    assert _row_html(page, "&lt;script&gt;").count('class="num better"') == 3  # the performance table
+    assert _row_html(page, "&lt;script&gt;").count('class="num "') == 3  # the performance table
     assert "Highlighted: &lt;script&gt;, 30%, seed 0." in page  # the data map note
     assert "&lt;/code&gt;&lt;i&gt;" in page  # inside the params JSON
 
@@ -278,7 +320,11 @@ def test_report_without_label_noise_or_confidence_skips_those_sections(tmp_path)
     (study / "results.parquet").unlink()  # the CSV alone is enough
     page = build_report(study, overlap_budget=0.1).read_text(encoding="utf-8")
     stems = {p.stem for p in (study / "figures").glob("*.png")}
-    assert stems == EXPECTED_FIGURES - {"label_noise", "data_map"}
+    overlaps = {"overlap", "overlap_0_30", "overlap_0_50"}  # 10% is shown first, so it is overlap.png
+    assert (
+        stems == (EXPECTED_FIGURES - {"label_noise", "data_map", "overlap_0_10", "overlap_0_50"}) | overlaps
+    )
+    assert re.search(r'id="overlap_pick" checked><label for="overlap_pick">10%</label>', page)
     assert page.count("<img ") == len(stems) and 'id="label_noise"' not in page
     assert "budget 10%, seed 0" in page
 

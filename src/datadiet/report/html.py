@@ -20,7 +20,8 @@ import pandas as pd
 
 from datadiet._core.files import atomic_write_bytes, atomic_write_text
 from datadiet.analysis.overlap import label_distribution
-from datadiet.analysis.stats import budget_label, paired_difference
+from datadiet.analysis.stats import MIN_SEEDS_FOR_FLAG, budget_label, paired_difference
+from datadiet.config import budget_text
 from datadiet.errors import ParameterError
 from datadiet.report import study_plots as plots
 from datadiet.report import templates
@@ -30,6 +31,11 @@ from datadiet.report.study import Study, load_study
 __all__ = ["Study", "build_report", "load_study", "render_page"]
 
 DEFAULT_BUDGET = 0.3  # overlap and data-map budget when none is given: the nearest study budget
+INTERVAL = "t"  # the interval of the paired differences in the performance tables (analysis.stats)
+INTERVAL_NOTES = {
+    "t": "the mean ± the t quantile times the standard error; it assumes roughly normal per-seed differences",
+    "sign-flip": "exact when the per-seed differences are symmetric about their mean",
+}
 
 
 # --- figures ----------------------------------------------------------------------------------
@@ -49,16 +55,36 @@ def _first_seed(study: Study) -> int:
     return 0 if 0 in seeds else seeds[0]
 
 
+def _study_budgets(study: Study) -> list[float]:
+    return sorted(float(b) for b in study.meta["budgets"])
+
+
+def _overlap_key(budget: float, default: float) -> str:
+    """``overlap`` for the budget shown first (``figures/overlap.png``), ``overlap_<budget>`` for the rest."""
+    return "overlap" if np.isclose(budget, default) else _figure_key("overlap", budget_text(budget))
+
+
+def _overlap_figures(study: Study, default: float) -> dict[str, tuple[Any, str]]:
+    """An overlap heatmap per study budget with two or more saved selections (keys: :func:`_overlap_key`)."""
+    figures = {}
+    for budget in _study_budgets(study):
+        drawn = _overlap_figure(study, budget)
+        if drawn is not None:
+            figures[_overlap_key(budget, default)] = drawn
+    return figures
+
+
 def _overlap_figure(study: Study, budget: float) -> tuple[Any, str] | None:
     seed = _first_seed(study)
     chosen = {name: study.selection(name, budget, seed) for name in study.order}
     chosen = {name: idx for name, idx in chosen.items() if idx is not None}
     if len(chosen) < 2:
         return None
-    fig = plots.plot_overlap(
-        chosen, n_examples=len(study.labels), title=f"budget {budget_label(budget)}, seed {seed}"
-    )
-    return fig, f"Selections at budget {budget_label(budget)}, seed {seed}."
+    n, label = len(study.labels), budget_label(budget)
+    fig = plots.plot_overlap(chosen, n_examples=n, title=f"budget {label}, seed {seed}")
+    k = round(float(np.mean([len(idx) for idx in chosen.values()])))
+    note = f"Selections at budget {label}, seed {seed}; random expectation k/N = {k}/{n} = {k / n:.3f}."
+    return fig, note
 
 
 def _highlight_name(study: Study, highlight: str | None) -> str | None:
@@ -86,20 +112,10 @@ def _data_map_figure(study: Study, highlight: str | None, budget: float) -> tupl
     return fig, note
 
 
-def _class_names(study: Study) -> tuple[list[object], list[str]]:
-    """The classes as stored in the labels, and their display names."""
-    names = [str(n) for n in study.meta.get("label_names") or []]
-    labels = study.labels
-    if np.issubdtype(labels.dtype, np.integer) and len(names) > int(labels.max()):
-        return list(range(len(names))), names
-    classes = np.unique(labels).tolist()
-    return classes, [str(c) for c in classes]
-
-
 def _label_figure(study: Study) -> tuple[Any, str] | None:
     if (study.labels < 0).all():  # no labels (generation)
         return None
-    classes, display = _class_names(study)
+    classes, display = study.classes()
     distributions = {}
     for name in study.order:
         frame = _selection_fractions(study, name, classes)
@@ -168,7 +184,7 @@ def _collect_figures(study: Study, overlap_budget: float | None, highlight: str 
         figures[_figure_key("performance", split)] = (fig, "")
     budget = _nearest_budget(study, overlap_budget, parameter="overlap_budget")
     optional = {
-        "overlap": _overlap_figure(study, budget),
+        **_overlap_figures(study, budget),
         "label_distribution": _label_figure(study),
         "data_map": _data_map_figure(study, highlight, _nearest_budget(study, None, parameter="budget")),
         "costs": _cost_figure(study),
@@ -190,8 +206,10 @@ def build_report(
         A study directory as the study runner writes it (``study.json``, ``results.parquet``,
         ``selections/``, the label and confidence arrays).
     overlap_budget : float, optional
-        Budget fraction of the overlap heatmap (one of the study budgets). Defaults to the study
-        budget nearest 0.3; the heatmap uses seed 0.
+        The budget whose overlap heatmap the page shows first (one of the study budgets; a selector
+        switches between one heatmap per budget, written to ``figures/overlap.png`` for this budget and
+        ``figures/overlap_<budget>.png`` for the others). Defaults to the study budget nearest 0.3; the
+        heatmaps use seed 0.
     highlight : str, optional
         Selection highlighted on the data map (at the budget nearest 0.3, seed 0). Defaults to the
         first ``hard_to_learn`` selection of ``study.json``, else its first selection.
@@ -208,13 +226,20 @@ def build_report(
         images[key] = figure_to_png(fig, dpi=110)
         atomic_write_bytes(study.directory / "figures" / f"{key}.png", images[key])
     notes = {key: note for key, (_, note) in figures.items()}
-    page = render_page(study, images, notes)
+    page = render_page(study, images, notes, overlap_budget=overlap_budget)
     return atomic_write_text(study.directory / "report.html", page)
 
 
-def render_page(study: Study, images: dict[str, bytes], notes: dict[str, str]) -> str:
-    """The report page: ``templates/report.html.j2`` filled with the study's tables and PNG ``images``."""
+def render_page(
+    study: Study, images: dict[str, bytes], notes: dict[str, str], *, overlap_budget: float | None = None
+) -> str:
+    """The report page: ``templates/report.html.j2`` filled with the study's tables and PNG ``images``.
+
+    ``overlap_budget`` is the budget whose overlap heatmap is selected when the page opens (see
+    :func:`build_report`).
+    """
     encoded = {key: base64.b64encode(png).decode("ascii") for key, png in images.items()}
+    default = _nearest_budget(study, overlap_budget, parameter="overlap_budget")
     performance = []
     for split in _splits(study):
         key = _figure_key("performance", split)
@@ -228,7 +253,22 @@ def render_page(study: Study, images: dict[str, bytes], notes: dict[str, str]) -
         selections=[_selection_row(spec) for spec in study.meta["selections"]],
         performance=performance,
         figures=figures,
+        overlap=_overlap_panels(study, figures, default),
     )
+
+
+def _overlap_panels(study: Study, figures: dict[str, dict[str, str]], default: float) -> list[dict[str, Any]]:
+    """The overlap heatmaps in budget order, for the page's budget selector (one of them checked)."""
+    panels = []
+    for budget in _study_budgets(study):
+        key = _overlap_key(budget, default)
+        if key in figures:
+            panels.append(
+                {"key": key, "label": budget_label(budget), "checked": key == "overlap", **figures[key]}
+            )
+    if panels and not any(panel["checked"] for panel in panels):
+        panels[0]["checked"] = True
+    return panels
 
 
 def _config_items(study: Study) -> list[tuple[str, object]]:
@@ -236,8 +276,14 @@ def _config_items(study: Study) -> list[tuple[str, object]]:
     meta = study.meta
     noise = meta.get("label_noise")
     costs = meta.get("costs") or {}
+    models = [
+        (f"{who} model", str(record.get("description", "")))
+        for who in ("reference", "main")
+        if isinstance(record := meta.get(f"{who}_model"), dict)  # absent from older studies
+    ]
     return [
         ("task", meta.get("task", "")),
+        *models,
         ("training examples", meta["n_train"]),
         ("classes", ", ".join(map(str, meta["label_names"]))),
         ("budgets", ", ".join(budget_label(b) for b in meta["budgets"])),
@@ -265,12 +311,15 @@ def _table(study: Study, split: str) -> dict[str, Any] | None:
     if not names:
         return None
     baseline = names[0]
-    paired = paired_difference(study.results, metric=metric, split=split, baseline=baseline)
+    paired = paired_difference(
+        study.results, metric=metric, split=split, baseline=baseline, interval=INTERVAL
+    )
     budgets = sorted(pd.unique(paired["budget"]))
     rows = [
         {"name": name, "cells": _row_cells(str(name), part, budgets, baseline)}
         for name, part in paired.groupby("selection", sort=False)
     ]
+    compared = paired[paired["selection"] != baseline]
     return {
         "metric": metric,
         "split": split,
@@ -278,7 +327,23 @@ def _table(study: Study, split: str) -> dict[str, Any] | None:
         "reference": _reference_line(study, metric, split),
         "budgets": [budget_label(b) for b in budgets],
         "rows": rows,
+        "seeds": seed_count_text(paired["n_seeds"]),
+        "interval": str(paired["interval"].iloc[0]),
+        "interval_note": INTERVAL_NOTES[INTERVAL],
+        "min_seeds": MIN_SEEDS_FOR_FLAG,
+        "paired": int(compared["n_paired"].max()) if len(compared) else 0,
+        "flaggable": bool(compared["flaggable"].any()),
     }
+
+
+def seed_count_text(counts: pd.Series) -> str:
+    """How many seeds the cells have, from the data: ``"3 seeds"``, ``"1 seed"`` or ``"2–3 seeds"``.
+
+    >>> [seed_count_text(pd.Series(counts)) for counts in ([3, 3], [1], [3, 2])]
+    ['3 seeds', '1 seed', '2–3 seeds']
+    """
+    low, high = int(counts.min()), int(counts.max())
+    return f"{low}–{high} seeds" if low != high else f"{low} seed" + ("" if low == 1 else "s")
 
 
 def _row_cells(name: str, part: pd.DataFrame, budgets: list[float], baseline: str) -> list[dict | None]:

@@ -120,6 +120,15 @@ class Study:
         names = [str(s["name"]) for s in self.meta["selections"]]
         return plots.selection_order(self.results, names)
 
+    def classes(self) -> tuple[list[object], list[str]]:
+        """The classes as stored in the labels, and their display names (``label_names`` where they fit)."""
+        names = [str(n) for n in self.meta.get("label_names") or []]
+        labels = self.labels
+        if np.issubdtype(labels.dtype, np.integer) and len(names) > int(labels.max()):
+            return list(range(len(names))), names
+        classes = np.unique(labels).tolist()
+        return classes, [str(c) for c in classes]
+
     def selection(self, name: str, budget: float, seed: int) -> np.ndarray | None:
         """Indices saved for ``name`` at ``budget`` and ``seed``, or None when the file is absent.
 
