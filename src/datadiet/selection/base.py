@@ -34,7 +34,7 @@ from datadiet._core.records import (
     text,
 )
 from datadiet.errors import ParameterError, ParameterTypeError
-from datadiet.representations.base import Representation, as_representation
+from datadiet.representations.base import Kind, Representation, as_representation
 
 Budget = int | float
 MAX_INDEX = 2**62
@@ -302,6 +302,34 @@ class BaseSelector(ABC):
         val_values = self.check_val(val, values)
         self.validate_params(len(values))
         return values, labels, val_values
+
+    def refusal(
+        self,
+        shape: tuple[int, ...],
+        values: InputValues = "real",
+        *,
+        kind: Kind = "features",
+        labels: bool = False,
+        val_shape: tuple[int, ...] | None = None,
+    ) -> str | None:
+        """Why ``select`` refuses inputs of this form (one line), or None when it takes them.
+
+        Runs :meth:`prepare` on a zero-memory stand-in of ``shape`` (with labels and a validation array of
+        ``val_shape`` when given), then compares ``values`` (the narrowest class the real values fall in:
+        "binary" within "probabilities" within "real") with :attr:`input_values`. Checks that depend on the
+        values themselves (e.g. EL2N's labels in [0, K)) are left to ``select``.
+        """
+        probe = Representation(np.broadcast_to(np.zeros((), np.int8), shape), kind)
+        val = None if val_shape is None else np.broadcast_to(np.zeros((), np.int8), val_shape)
+        try:
+            self.prepare(probe, np.zeros(shape[0], np.int64) if labels else None, val)
+        except (ParameterError, ParameterTypeError) as exc:
+            return str(exc)
+        order = ("binary", "probabilities", "real")
+        if order.index(values) > order.index(self.input_values):
+            wanted = "probabilities in [0, 1]" if self.input_values == "probabilities" else "0/1 values"
+            return f"'{self.name}' reads {wanted}; this representation holds other values."
+        return None
 
     # --- selection ----------------------------------------------------------------------------
     def select(
