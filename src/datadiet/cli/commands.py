@@ -1,3 +1,5 @@
 """Imports every command module of the ``datadiet`` command, so each registers on the one ``app``."""
 
 from __future__ import annotations
+
+from datadiet.cli import analyze, grid, paper  # noqa: F401

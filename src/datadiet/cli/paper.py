@@ -1,0 +1,37 @@
+"""``datadiet paper``: the reproduction of Du et al. (ACL 2025) behind docs/paper.md, in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datadiet.cli import _friendly_errors, app, check_option, console
+
+
+@app.command()
+@_friendly_errors
+def paper(
+    out: Annotated[Path, typer.Option(help="Where the studies and grids go (resumable).")] = Path(
+        "runs/paper"
+    ),
+    doc: Annotated[Path, typer.Option(help="The markdown page to write (its figures go beside it).")] = Path(
+        "docs/paper.md"
+    ),
+    datasets: Annotated[
+        str, typer.Option(help="Comma-separated: reuters_r8, rotten_tomatoes (default: both).")
+    ] = "reuters_r8,rotten_tomatoes",
+) -> None:
+    """Run every dataset's study and grid, check the paper's findings, and write the page."""
+    from datadiet.experiments.paper.setup import PAPER_DATASETS
+
+    names = [name.strip() for name in datasets.split(",") if name.strip()]
+    for name in names:
+        check_option("--datasets", name, tuple(PAPER_DATASETS))
+    from datadiet.experiments.paper.run import run_paper
+    from datadiet.report.paper import write_paper
+
+    results = run_paper(out, names)
+    written = write_paper(results, doc)
+    console.print(f"wrote {written} ({len(results)} datasets; runs in {out})")
