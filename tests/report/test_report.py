@@ -430,3 +430,25 @@ def test_every_embedded_image_decodes_in_chromium(report, tmp_path):
     assert decoded, dom[-500:]
     expected = [_png_size(base64.b64decode(tag.split(",", 1)[1])) for tag in tags]
     assert decoded.group(1).split() == [f"true:{w}x{h}" for w, h in expected]
+
+
+def test_the_agreement_table_summarises_the_saved_selections_by_hand():
+    """a@r and b@r share 3 of 4 (same representation: 0.75); a@r and a@s share 1 of 4 (same algorithm)."""
+    from types import SimpleNamespace
+
+    from datadiet.report.html import agreement_rows
+
+    saved = {("a@r", 0): [0, 1, 2, 3], ("b@r", 0): [0, 1, 2, 4], ("a@s", 0): [0, 5, 6, 7]}
+    specs = [{"name": "random", "algorithm": "random", "representation": ""}] + [
+        {"name": name, "algorithm": name.split("@")[0], "representation": name.split("@")[1]}
+        for name, _ in saved
+    ]
+    study = SimpleNamespace(
+        meta={"selections": specs, "budgets": [0.4], "seeds": [0], "n_train": 10},
+        selection=lambda name, budget, seed: np.array(saved[name, seed]) if (name, seed) in saved else None,
+    )
+    rows = agreement_rows(study)  # type: ignore[arg-type]
+    assert rows == [{"budget": "40%", "k/N": "0.400", "same representation": "0.750 (1 pairs)",
+                     "same algorithm": "0.250 (1 pairs)", "seed stability": "n/a"}]  # fmt: skip
+    assert agreement_rows(SimpleNamespace(meta={**study.meta, "selections": specs[:2]},
+                                          selection=study.selection)) == []  # fmt: skip

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from datadiet._core.files import atomic_write_bytes, atomic_write_text
+from datadiet.analysis.grid import summary as agreement_summary
 from datadiet.analysis.overlap import label_distribution
 from datadiet.analysis.stats import MIN_SEEDS_FOR_FLAG, budget_label, paired_difference
 from datadiet.config import budget_text
@@ -254,7 +255,51 @@ def render_page(
         performance=performance,
         figures=figures,
         overlap=_overlap_panels(study, figures, default),
+        agreement=agreement_rows(study),
     )
+
+
+def agreement_rows(study: Study) -> list[dict[str, str]]:
+    """Per budget, how much the saved selections agree (:func:`datadiet.analysis.grid.summary`): the mean
+    overlap of pairs on the same representation and of pairs of the same algorithm, the mean seed stability,
+    each beside k/N. Empty when fewer than two selections were saved."""
+    selections: dict[tuple[str, str, float, int], np.ndarray] = {}
+    for spec in study.meta["selections"]:
+        name = str(spec["name"])
+        if name == "random" or not spec.get("representation"):
+            continue  # random is the k/N line itself
+        variant = name.partition("@")[2].partition("+")[2]  # "balanced", "cal0.5": a variant of the algorithm
+        algorithm = str(spec["algorithm"]) + (f"+{variant}" if variant else "")
+        for budget in _study_budgets(study):
+            for seed in study.meta["seeds"]:
+                picked = study.selection(name, budget, int(seed))
+                if picked is not None:
+                    selections[str(spec["representation"]), algorithm, budget, int(seed)] = picked
+    if len({key[:2] for key in selections}) < 2:
+        return []
+    try:
+        table = agreement_summary(selections, n_examples=int(study.meta["n_train"]))
+    except ParameterError:  # e.g. a budget at which the saved selections differ in size
+        return []
+    rows = []
+    for budget, part in table.groupby("budget", sort=True):
+        values = {
+            m: part[part.measure == m] for m in ("same_representation", "same_algorithm", "seed_stability")
+        }
+        rows.append({
+            "budget": budget_label(float(budget)),  # type: ignore[arg-type]
+            "k/N": f"{float(part.random.iloc[0]):.3f}",
+            **{m.replace("_", " "): _mean_text(v) for m, v in values.items()},
+        })  # fmt: skip
+    return rows
+
+
+def _mean_text(part: pd.DataFrame) -> str:
+    values = part.value.dropna()
+    if values.empty:
+        return "n/a"
+    pairs = int(part.n_pairs.sum())
+    return f"{float(values.mean()):.3f} ({pairs} pairs)"
 
 
 def _overlap_panels(study: Study, figures: dict[str, dict[str, str]], default: float) -> list[dict[str, Any]]:
