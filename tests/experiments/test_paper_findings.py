@@ -138,3 +138,20 @@ def test_calibration_lift_is_read_from_the_paired_frame_against_the_plain_select
     assert finding.table.lift.tolist() == pytest.approx([0.2, 0.05])
     assert finding.verdict == "partly"
     assert not math.isnan(finding.table.lift.iloc[0])
+
+
+def test_proxy_transfer_compares_the_order_and_sign_of_the_differences_to_random():
+    def frame(diffs):
+        return pd.DataFrame([{"selection": s, "budget": b, "mean_diff": d, "n_paired": 3}
+                             for (s, b), d in diffs.items()])  # fmt: skip
+
+    proxy = frame({("random", 0.1): float("nan"), ("a", 0.1): -0.2, ("b", 0.1): 0.1, ("c", 0.1): 0.3})
+    same_order = frame({("a", 0.1): -0.1, ("b", 0.1): 0.05, ("c", 0.1): 0.2})
+    finding = F.proxy_transfer(proxy, same_order, proxy_name="frozen", main_name="lora")
+    assert finding.ours == "Spearman rho +1.00 over 3 cells; same sign in 100%"
+    assert finding.verdict == "holds"
+    reversed_ = frame({("a", 0.1): 0.3, ("b", 0.1): 0.1, ("c", 0.1): -0.2})
+    assert F.proxy_transfer(proxy, reversed_, proxy_name="f", main_name="l").verdict == "fails"
+    assert F.proxy_transfer(proxy, frame({("a", 0.1): 0.1}), proxy_name="f", main_name="l").verdict == (
+        "not measured"
+    )

@@ -22,6 +22,9 @@ def paper(
     datasets: Annotated[
         str, typer.Option(help="Comma-separated: reuters_r8, rotten_tomatoes (default: both).")
     ] = "reuters_r8,rotten_tomatoes",
+    main_model: Annotated[
+        bool, typer.Option(help="Also train LoRA MiniLM on the Rotten Tomatoes proxy's selections.")
+    ] = True,
 ) -> None:
     """Run every dataset's study and grid, check the paper's findings, and write the page."""
     from datadiet.experiments.paper.setup import PAPER_DATASETS
@@ -32,6 +35,6 @@ def paper(
     from datadiet.experiments.paper.run import run_paper
     from datadiet.report.paper import write_paper
 
-    results = run_paper(out, names)
-    written = write_paper(results, doc)
+    results, compared = run_paper(out, names, main_model=main_model)
+    written = write_paper(results, doc, main_model=compared)
     console.print(f"wrote {written} ({len(results)} datasets; runs in {out})")

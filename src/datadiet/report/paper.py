@@ -45,13 +45,18 @@ def markdown_table(frame: pd.DataFrame, *, digits: int = 3) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def write_paper(results: Sequence[Any], doc: str | Path, *, command: str = COMMAND) -> Path:
-    """Write ``doc`` (markdown) and its figures from the per-dataset results of ``run_paper``."""
+def write_paper(
+    results: Sequence[Any], doc: str | Path, *, main_model: Any = None, command: str = COMMAND
+) -> Path:
+    """Write ``doc`` (markdown) and its figures from what ``run_paper`` measured: the per-dataset results
+    and (optionally) the proxy -> main-model comparison."""
     doc = Path(doc)
     figures = _write_figures(results, doc.parent)
     parts = [_header(results, command), _findings_table(results)]
     for result in results:
         parts.append(_dataset_section(result, figures.get(result.name, {})))
+    if main_model is not None:
+        parts.append(_main_model_section(main_model))
     parts.append(_notes())
     atomic_write_text(doc, "\n\n".join(parts) + "\n")
     return doc
@@ -160,6 +165,25 @@ def _dataset_section(result: Any, figures: dict[str, str]) -> str:
             "</details>",
         ]
     return "\n".join(lines)
+
+
+def _main_model_section(compared: Any) -> str:
+    cfg, finding = compared.config, compared.finding
+    model = cfg.main.model
+    return "\n".join([
+        "## A cheap proxy selects, an expensive model trains",
+        "",
+        "The selections of the Rotten Tomatoes reference (the frozen MiniLM + MLP head: the proxy) were "
+        f"also used to train a different main model: {model.mode} fine-tuning of the MiniLM encoder "
+        f"(max_length {model.max_length}, {cfg.main.epochs} epochs, lr {cfg.main.lr:g}), at budgets "
+        f"{', '.join(_pct(b) for b in cfg.budgets)} with seeds {', '.join(map(str, cfg.seeds))}. The study "
+        "pointed at the proxy's run and store (`reference.run_dir`, `reference.represent.store`), so nothing "
+        f"was trained or extracted again; its cells took {compared.seconds / 60:.1f} minutes.",
+        "",
+        f"{finding.claim} Ours: {finding.ours}. Verdict: **{finding.verdict}** ({finding.rule})",
+        "",
+        markdown_table(finding.table) if finding.table is not None else "",
+    ])  # fmt: skip
 
 
 def _study_table(paired: pd.DataFrame) -> pd.DataFrame:

@@ -427,6 +427,42 @@ def _records(frame: pd.DataFrame, **equal: Any) -> list[dict[str, Any]]:
     return [r for r in rows if all(r.get(k) == v for k, v in equal.items())]
 
 
+def proxy_transfer(proxy: pd.DataFrame, main: pd.DataFrame, *, proxy_name: str, main_name: str) -> Finding:
+    """Do the selections rank the same when the main model is the proxy's kind and when it is another model?
+
+    ``proxy`` and ``main`` are :func:`~datadiet.analysis.stats.paired_difference` frames (differences to
+    random) of the same selections and budgets, trained with two main models.
+    """
+    keyed = {(r["selection"], round(float(r["budget"]), 9)): r for r in _records(main)}
+    rows = []
+    for r in _records(proxy):
+        other = keyed.get((r["selection"], round(float(r["budget"]), 9)))
+        if r["selection"] == "random" or other is None:
+            continue
+        rows.append({"selection": r["selection"], "budget": _pct(r["budget"]),
+                     f"Δ {proxy_name}": float(r["mean_diff"]), f"Δ {main_name}": float(other["mean_diff"]),
+                     "seeds": min(int(r["n_paired"]), int(other["n_paired"]))})  # fmt: skip
+    table = pd.DataFrame(rows)
+    claim = (
+        f"A selection made with a cheap proxy (the frozen reference) is judged alike when the main model is "
+        f"{main_name}: the methods' differences to random keep their order."
+    )
+    rule = (
+        "Spearman correlation of the per-(selection, budget) differences to random under the two main "
+        "models, and how many keep their sign; holds: rho >= 0.5 and >= 75% same sign; partly: rho > 0; "
+        "the seeds are too few to call any single difference reliable."
+    )
+    if len(rows) < 3:
+        return Finding("proxy_transfer", claim, "too few shared cells", "not measured", rule, table=table)
+    a = table[f"Δ {proxy_name}"].to_numpy(dtype=float)
+    b = table[f"Δ {main_name}"].to_numpy(dtype=float)
+    rho = float(pd.Series(a).rank().corr(pd.Series(b).rank()))
+    same = float(np.mean(np.sign(a) == np.sign(b)))
+    verdict = "holds" if rho >= 0.5 and same >= 0.75 else ("partly" if rho > 0 else "fails")
+    ours = f"Spearman rho {rho:+.2f} over {len(rows)} cells; same sign in {same:.0%}"
+    return Finding("proxy_transfer", claim, ours, verdict, rule, table=table)
+
+
 def _share_verdict(n_hold: int, n: int) -> Verdict:
     if n == 0:
         return "not measured"

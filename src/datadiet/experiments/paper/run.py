@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -25,8 +25,11 @@ from datadiet.experiments.paper import findings as F
 from datadiet.experiments.paper.setup import (
     GRID_BUDGETS,
     GRID_SEEDS,
+    MAIN_MODEL_DATASET,
+    MAIN_MODEL_SEEDS,
     OVERLAP_BUDGET,
     PAPER_DATASETS,
+    main_model_config,
     paper_config,
 )
 from datadiet.selection.base import Selection
@@ -49,11 +52,50 @@ class DatasetResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class MainModelResult:
+    """The proxy -> main-model comparison: the same selections trained with another main model."""
+
+    study_dir: Path
+    config: StudyConfig
+    results: pd.DataFrame
+    finding: F.Finding
+    seconds: float
+
+
 def run_paper(
-    out: str | Path, datasets: Sequence[str] = tuple(PAPER_DATASETS), *, progress: bool = True
-) -> list[DatasetResult]:
-    """Run (or resume) every dataset's study and grid under ``out``; returns what each measured."""
-    return [run_dataset(name, Path(out) / name, progress=progress) for name in datasets]
+    out: str | Path, datasets: Sequence[str] = tuple(PAPER_DATASETS), *, progress: bool = True,
+    main_model: bool = True,
+) -> tuple[list[DatasetResult], MainModelResult | None]:  # fmt: skip
+    """Run (or resume) every dataset's study and grid under ``out``, then (with ``main_model`` and its
+    dataset among ``datasets``) the proxy -> main-model comparison; returns what each measured."""
+    results = [run_dataset(name, Path(out) / name, progress=progress) for name in datasets]
+    compared = None
+    if main_model and MAIN_MODEL_DATASET in datasets:
+        base = next(r for r in results if r.name == MAIN_MODEL_DATASET)
+        compared = run_main_model(base, Path(out) / f"{MAIN_MODEL_DATASET}_main_model", progress=progress)
+    return results, compared
+
+
+def run_main_model(base: DatasetResult, out: Path, *, progress: bool = True) -> MainModelResult:
+    """Train :data:`~datadiet.experiments.paper.setup.MAIN_MODEL` on selections of ``base``'s frozen proxy
+    (its reference run and store are reused: nothing is trained or extracted again)."""
+    from datadiet.pipeline.study import run_study
+
+    cfg = main_model_config(str(base.study_dir), str(out))
+    tick = time.perf_counter()
+    study_dir = run_study(cfg, progress=progress)
+    seconds = time.perf_counter() - tick
+    results = pd.read_parquet(study_dir / "results.parquet")
+    metric = str(cfg.primary_metric)
+    same_seeds = base.results.seed.isin([*MAIN_MODEL_SEEDS, -1])  # the same seeds on both sides
+    shared = cast(pd.DataFrame, base.results[same_seeds])
+    proxy = paired_difference(shared, metric=metric)
+    main = paired_difference(results, metric=metric)
+    names = {s.label for s in cfg.selections} | {"random"}
+    proxy = cast(pd.DataFrame, proxy[proxy.selection.isin(names)])
+    finding = F.proxy_transfer(proxy, main, proxy_name="frozen head", main_name="LoRA MiniLM")
+    return MainModelResult(study_dir, cfg, results, finding, seconds)
 
 
 def run_dataset(name: str, out: Path, *, progress: bool = True) -> DatasetResult:

@@ -63,25 +63,63 @@ PAPER_DATASETS: dict[str, PaperDataset] = {
 }  # fmt: skip
 
 
-def paper_config(name: str, out: str, *, main_model: dict[str, Any] | None = None) -> StudyConfig:
+MAIN_MODEL_DATASET = "rotten_tomatoes"
+"""The dataset of the proxy -> main-model comparison."""
+MAIN_MODEL: dict[str, Any] = {"mode": "lora", "max_length": 64}
+"""The expensive main model: LoRA fine-tuning of the packaged MiniLM (the reference: the frozen proxy)."""
+MAIN_MODEL_SELECTIONS = [
+    s for s in PAPER_SELECTIONS
+    if (s["algorithm"], s.get("balance"), "calibrate" in s) in {
+        ("less", "stratified", False), ("semdedup", None, False), ("hard_to_learn", None, True),
+        ("el2n", None, False),
+    }
+]  # fmt: skip
+"""A few selections of every kind (balanced relevance, diversity, calibrated and plain scores)."""
+MAIN_MODEL_BUDGETS: list[float] = STUDY_BUDGETS
+MAIN_MODEL_SEEDS: list[int] = [0, 1, 2]
+
+
+def paper_config(name: str, out: str) -> StudyConfig:
     """The study config of dataset ``name`` (validated like a user's YAML)."""
     spec = PAPER_DATASETS[name]
-    main: dict[str, Any] = {"head": "linear"}
-    if main_model is not None:
-        main = {"model": main_model}
     return from_dict(
         StudyConfig,
         {
             "output": out,
-            "reference": {
-                "dataset": spec.dataset,
-                "model": {"mode": "frozen", "head": "mlp", "max_length": 128},
-                "training": {"epochs": 5},
-            },
+            "reference": _reference(spec),
             "selections": PAPER_SELECTIONS,
             "budgets": STUDY_BUDGETS,
             "seeds": STUDY_SEEDS,
-            "main": main,
+            "main": {"head": "linear"},
             **spec.study,
         },
     )
+
+
+def main_model_config(reference_study: str, out: str) -> StudyConfig:
+    """The proxy -> main-model study: the frozen reference of ``reference_study`` (reused: its run and store,
+    nothing is trained or extracted again) selects, :data:`MAIN_MODEL` trains on each selection."""
+    spec = PAPER_DATASETS[MAIN_MODEL_DATASET]
+    reference = _reference(spec)
+    reference["run_dir"] = f"{reference_study}/reference"
+    reference["represent"] = {"store": f"{reference_study}/store"}
+    return from_dict(
+        StudyConfig,
+        {
+            "output": out,
+            "reference": reference,
+            "selections": MAIN_MODEL_SELECTIONS,
+            "budgets": MAIN_MODEL_BUDGETS,
+            "seeds": MAIN_MODEL_SEEDS,
+            "main": {"model": MAIN_MODEL},
+            **spec.study,
+        },
+    )
+
+
+def _reference(spec: PaperDataset) -> dict[str, Any]:
+    return {
+        "dataset": dict(spec.dataset),
+        "model": {"mode": "frozen", "head": "mlp", "max_length": 128},
+        "training": {"epochs": 5},
+    }
