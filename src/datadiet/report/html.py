@@ -13,7 +13,7 @@ import base64
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -284,7 +284,8 @@ def agreement_rows(study: Study) -> list[dict[str, str]]:
     rows = []
     for budget, part in table.groupby("budget", sort=True):
         values = {
-            m: part[part.measure == m] for m in ("same_representation", "same_algorithm", "seed_stability")
+            m: cast(pd.DataFrame, part[part.measure == m])
+            for m in ("same_representation", "same_algorithm", "seed_stability")
         }
         rows.append({
             "budget": budget_label(float(budget)),  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from datadiet.config import selection_file
 from datadiet.config.study import StudyConfig
 from datadiet.experiments.paper import findings as F
 from datadiet.experiments.paper.setup import (
+    DEFAULT_DATASETS,
     GRID_BUDGETS,
     GRID_SEEDS,
     MAIN_MODEL_DATASET,
@@ -64,7 +65,7 @@ class MainModelResult:
 
 
 def run_paper(
-    out: str | Path, datasets: Sequence[str] = tuple(PAPER_DATASETS), *, progress: bool = True,
+    out: str | Path, datasets: Sequence[str] = DEFAULT_DATASETS, *, progress: bool = True,
     main_model: bool = True,
 ) -> tuple[list[DatasetResult], MainModelResult | None]:  # fmt: skip
     """Run (or resume) every dataset's study and grid under ``out``, then (with ``main_model`` and its
@@ -105,16 +106,24 @@ def run_dataset(name: str, out: Path, *, progress: bool = True) -> DatasetResult
 
     cfg = paper_config(name, str(out))
     tick = time.perf_counter()
-    study_dir = run_study(cfg, progress=progress)
+    if PAPER_DATASETS[name].grid_only:
+        from datadiet.pipeline.represent import run_represent
+
+        run_represent(cfg.reference)
+        study_dir = out
+    else:
+        study_dir = run_study(cfg, progress=progress)
     study_s = time.perf_counter() - tick
     tick = time.perf_counter()
     plan = plan_grid(study_dir, algorithms=builtin_selectors())
     grid = run_grid(plan, study_dir / "grid", budgets=GRID_BUDGETS, seeds=GRID_SEEDS,
                     progress=progress)  # fmt: skip
     grid_s = time.perf_counter() - tick
-    results = pd.read_parquet(study_dir / "results.parquet")
-    metric = str(cfg.primary_metric)
-    paired = paired_difference(results, metric=metric)
+    if PAPER_DATASETS[name].grid_only:
+        results = paired = pd.DataFrame()
+    else:
+        results = pd.read_parquet(study_dir / "results.parquet")
+        paired = paired_difference(results, metric=str(cfg.primary_metric))
     found = findings(cfg, study_dir, grid, results)
     return DatasetResult(PAPER_DATASETS[name].name, PAPER_DATASETS[name].title, study_dir, cfg, grid, results,
                          paired, found, {"study_s": study_s, "grid_s": grid_s})  # fmt: skip
@@ -138,6 +147,15 @@ def findings(cfg: StudyConfig, study_dir: Path, grid: Any, results: pd.DataFrame
          if (c.algorithm, c.representation, c.status) == ("prototypicality", "gradients/train", "allowed")),
         "gradients/train",
     )  # fmt: skip
+    overlaps = [
+        F.same_representation_vs_algorithm(sels),
+        F.diversity_varies_least(sels, OVERLAP_BUDGET),
+        F.gradients_agree_with_loss(sels, OVERLAP_BUDGET),
+        F.proto_hidden_vs_hard_loss(sels, OVERLAP_BUDGET),
+        F.paper_pairs(sels, OVERLAP_BUDGET, gradient),
+    ]
+    if results.empty:  # a grid-only dataset: no main model was trained
+        return overlaps
     labels = load_array(study_dir / "labels.train.npy", name="labels").astype(np.int64)
     names = list(pd.read_json(study_dir / "study.json", typ="series")["label_names"])
     metric = str(cfg.primary_metric)
@@ -167,13 +185,7 @@ def findings(cfg: StudyConfig, study_dir: Path, grid: Any, results: pd.DataFrame
 
         return Selection.from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path)).indices
 
-    out = [
-        F.same_representation_vs_algorithm(sels),
-        F.diversity_varies_least(sels, OVERLAP_BUDGET),
-        F.gradients_agree_with_loss(sels, OVERLAP_BUDGET),
-        F.proto_hidden_vs_hard_loss(sels, OVERLAP_BUDGET),
-        F.paper_pairs(sels, OVERLAP_BUDGET, gradient),
-    ]
+    out = list(overlaps)
     if plain_less and balanced_less:
         out.append(F.less_majority(study_selection, labels, names, cfg.budgets, cfg.seeds, plain=plain_less,
                                    balanced=balanced_less))  # fmt: skip

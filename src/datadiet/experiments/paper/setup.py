@@ -20,6 +20,8 @@ STUDY_BUDGETS: list[float] = [0.05, 0.3]
 STUDY_SEEDS: list[int] = [0, 1, 2, 3, 4]
 OVERLAP_BUDGET = 0.3
 """The budget of the Figure 2b-style matrices and of the single-budget findings."""
+FROZEN_REFERENCE: dict[str, Any] = {"mode": "frozen", "head": "mlp", "max_length": 128}
+"""The fast CPU reference: cached MiniLM embeddings and an MLP head."""
 CALIBRATION: dict[str, Any] = {"calibrate": 0.5, "weighting": "unbiased"}
 
 PAPER_SELECTIONS: list[dict[str, Any]] = [
@@ -47,6 +49,15 @@ class PaperDataset:
     note: str
     study: dict[str, Any] = field(default_factory=dict)
     """Extra study keys (e.g. ``test_slice``)."""
+    model: dict[str, Any] = field(
+        default_factory=lambda: {"mode": "frozen", "head": "mlp", "max_length": 128}
+    )
+    """The reference model (default: the fast frozen path)."""
+    epochs: int = 5
+    """Reference training epochs."""
+    grid_only: bool = False
+    """Only the grid (representations and selections), no main-model study: for a reference too slow to
+    retrain a main model of its kind on every cell on a CPU."""
 
 
 PAPER_DATASETS: dict[str, PaperDataset] = {
@@ -60,7 +71,16 @@ PAPER_DATASETS: dict[str, PaperDataset] = {
         "binary sentiment, like the paper's CAD; a seeded stratified slice of 2,000 training examples.",
         {"test_slice": 1000},
     ),
+    "winogrande": PaperDataset(
+        "winogrande", "WinoGrande (2,000-example slice, grid only)",
+        {"source": "winogrande", "slice": 2000, "val_slice": 300},
+        "two-option pronoun resolution (BIG-bench); the reference fine-tunes MiniLM with LoRA (multiple "
+        "choice has no frozen path), so only the grid runs: a LoRA main model per study cell is too slow on "
+        "a CPU.",
+        model={"mode": "lora", "max_length": 64}, epochs=3, grid_only=True,
+    ),
 }  # fmt: skip
+DEFAULT_DATASETS: tuple[str, ...] = ("reuters_r8", "rotten_tomatoes", "winogrande")
 
 
 MAIN_MODEL_DATASET = "rotten_tomatoes"
@@ -118,8 +138,4 @@ def main_model_config(reference_study: str, out: str) -> StudyConfig:
 
 
 def _reference(spec: PaperDataset) -> dict[str, Any]:
-    return {
-        "dataset": dict(spec.dataset),
-        "model": {"mode": "frozen", "head": "mlp", "max_length": 128},
-        "training": {"epochs": 5},
-    }
+    return {"dataset": dict(spec.dataset), "model": dict(spec.model), "training": {"epochs": spec.epochs}}
