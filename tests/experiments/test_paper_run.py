@@ -25,12 +25,27 @@ def tiny(monkeypatch):
     return tiny
 
 
-def test_the_paper_command_writes_the_page_from_the_runs(tiny, tmp_path):
+def test_the_paper_command_writes_the_page_from_the_runs(tiny, tmp_path, monkeypatch):
+    from datadiet.errors import MissingAssetError
+
+    real = paper_run.run_dataset
+
+    def run_dataset(name, out, **kwargs):
+        if name == "gone":  # a dataset whose embedded files are not there: skipped, and the page says so
+            raise MissingAssetError("the BIG-bench files are not cached;\nrun: make data")
+        return real(name, out, **kwargs)
+
+    monkeypatch.setitem(setup.PAPER_DATASETS, "gone", tiny)
+    monkeypatch.setattr(paper_run, "run_dataset", run_dataset)
     doc = tmp_path / "docs" / "paper.md"
     result = CliRunner().invoke(
-        app, ["paper", "--out", str(tmp_path / "runs"), "--doc", str(doc), "--datasets", "tiny_r8"]
+        app, ["paper", "--out", str(tmp_path / "runs"), "--doc", str(doc), "--datasets", "tiny_r8,gone"]
     )
     assert result.exit_code == 0, result.output
+    assert "skipped gone: the BIG-bench files are not cached; run: make data" in " ".join(
+        result.output.split()
+    )
+    assert "## Not run\n\n- gone: the BIG-bench files are not cached; run: make data" in doc.read_text()
     text = doc.read_text(encoding="utf-8")
     assert "## The paper's findings, checked" in text and "## Tiny R8" in text
     for key in ("same_rep_vs_same_algo", "diversity_least", "gradients_loss_agree", "less_majority"):

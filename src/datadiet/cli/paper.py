@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from datadiet.cli import _friendly_errors, app, check_option, console
+from datadiet.errors import ParameterError
 
 
 @app.command()
@@ -20,8 +21,8 @@ def paper(
         "docs/paper.md"
     ),
     datasets: Annotated[
-        str, typer.Option(help="Comma-separated: reuters_r8, rotten_tomatoes (default: both).")
-    ] = "reuters_r8,rotten_tomatoes",
+        str, typer.Option(help="Comma-separated, from: reuters_r8, rotten_tomatoes, winogrande.")
+    ] = "reuters_r8,rotten_tomatoes,winogrande",
     main_model: Annotated[
         bool, typer.Option(help="Also train LoRA MiniLM on the Rotten Tomatoes proxy's selections.")
     ] = True,
@@ -35,6 +36,10 @@ def paper(
     from datadiet.experiments.paper.run import run_paper
     from datadiet.report.paper import write_paper
 
-    results, compared = run_paper(out, names, main_model=main_model)
-    written = write_paper(results, doc, main_model=compared)
-    console.print(f"wrote {written} ({len(results)} datasets; runs in {out})")
+    run = run_paper(out, names, main_model=main_model)
+    if not run.datasets:
+        raise ParameterError(f"no dataset could run: {run.skipped}")
+    written = write_paper(run.datasets, doc, main_model=run.main_model, skipped=run.skipped)
+    for name, reason in run.skipped.items():
+        console.print(f"skipped {name}: {reason}")
+    console.print(f"wrote {written} ({len(run.datasets)} datasets; runs in {out})")

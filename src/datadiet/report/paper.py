@@ -46,7 +46,12 @@ def markdown_table(frame: pd.DataFrame, *, digits: int = 3) -> str:
 
 
 def write_paper(
-    results: Sequence[Any], doc: str | Path, *, main_model: Any = None, command: str = COMMAND
+    results: Sequence[Any],
+    doc: str | Path,
+    *,
+    main_model: Any = None,
+    skipped: dict[str, str] | None = None,
+    command: str = COMMAND,
 ) -> Path:
     """Write ``doc`` (markdown) and its figures from what ``run_paper`` measured: the per-dataset results
     and (optionally) the proxy -> main-model comparison."""
@@ -57,6 +62,8 @@ def write_paper(
         parts.append(_dataset_section(result, figures.get(result.name, {})))
     if main_model is not None:
         parts.append(_main_model_section(main_model))
+    if skipped:
+        parts.append("## Not run\n\n" + "\n".join(f"- {name}: {reason}" for name, reason in skipped.items()))
     parts.append(_notes())
     atomic_write_text(doc, "\n\n".join(parts) + "\n")
     return doc
@@ -131,7 +138,8 @@ def _dataset_section(result: Any, figures: dict[str, str]) -> str:
                           columns=["representation", "algorithm", "status", "reason"])  # fmt: skip
     allowed = combos[combos.status == "allowed"]
     impossible = combos[combos.status == "impossible"].copy()
-    impossible["reason"] = impossible["reason"].map(_short)
+    folder = f"{result.study_dir}/"  # the page names files relative to the run folder, not this machine's
+    impossible["reason"] = impossible["reason"].map(lambda text: _short(str(text).replace(folder, "")))
     model = result.config.reference.model
     reference = (
         f"frozen MiniLM-L6 + {model.head} head" if model.mode == "frozen" else f"{model.mode} MiniLM-L6"
@@ -142,8 +150,9 @@ def _dataset_section(result: Any, figures: dict[str, str]) -> str:
         "",
         f"Reference model: {reference}. {grid.n_examples} training examples. "
         f"{len(allowed)} representation x algorithm combinations run, {len(impossible)} impossible (listed "
-        f"at the end, with the reason). Time: {first} {result.seconds['study_s']:.0f} s, grid "
-        f"{result.seconds['grid_s']:.0f} s ({grid.n_computed} selections computed, {grid.n_reused} reused).",
+        f"at the end, with the reason). {_first_run(result)}This regeneration: {first} "
+        f"{result.seconds['study_s']:.0f} s, grid {result.seconds['grid_s']:.0f} s ({grid.n_computed} "
+        f"selections computed, {grid.n_reused} reused).",
     ]
     if "overlap" in figures:
         lines += ["", f"![overlap at 30%]({figures['overlap']})", "",
@@ -184,12 +193,30 @@ def _main_model_section(compared: Any) -> str:
         f"(max_length {model.max_length}, {cfg.main.epochs} epochs, lr {cfg.main.lr:g}), at budgets "
         f"{', '.join(_pct(b) for b in cfg.budgets)} with seeds {', '.join(map(str, cfg.seeds))}. The study "
         "pointed at the proxy's run and store (`reference.run_dir`, `reference.represent.store`), so nothing "
-        f"was trained or extracted again; its cells took {compared.seconds / 60:.1f} minutes.",
+        "was trained or extracted again; training its cells took "
+        f"{_cell_minutes(compared.results):.1f} minutes.",
         "",
         f"{finding.claim} Ours: {finding.ours}. Verdict: **{finding.verdict}** ({finding.rule})",
         "",
         markdown_table(finding.table) if finding.table is not None else "",
     ])  # fmt: skip
+
+
+def _cell_minutes(results: pd.DataFrame) -> float:
+    """Minutes the study's cells spent selecting and training (recorded per cell, so cached reruns agree)."""
+    cells = results.drop_duplicates("cell")
+    return float(cells.select_seconds.sum() + cells.train_seconds.sum()) / 60
+
+
+def _first_run(result: Any) -> str:
+    """The first (uncached) run's reference and representation seconds, where recorded."""
+    costs = result.seconds
+    if "reference_seconds" not in costs:
+        return "First-run cost not recorded (the reference run was reused). "
+    return (
+        f"First run: reference {costs['reference_seconds'] / 60:.1f} min, representations "
+        f"{costs['represent_seconds'] / 60:.1f} min. "
+    )
 
 
 def _study_table(paired: pd.DataFrame) -> pd.DataFrame:

@@ -17,10 +17,11 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from datadiet._core.files import load_array
+from datadiet._core.files import atomic_write_json, load_array
 from datadiet.analysis.stats import paired_difference
 from datadiet.config import selection_file
 from datadiet.config.study import StudyConfig
+from datadiet.errors import MissingAssetError
 from datadiet.experiments.paper import findings as F
 from datadiet.experiments.paper.setup import (
     DEFAULT_DATASETS,
@@ -64,18 +65,35 @@ class MainModelResult:
     seconds: float
 
 
+@dataclass
+class PaperRun:
+    """Everything :func:`run_paper` measured."""
+
+    datasets: list[DatasetResult]
+    main_model: MainModelResult | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Datasets not run, with the reason (an embedded asset that is not installed or cached)."""
+
+
 def run_paper(
     out: str | Path, datasets: Sequence[str] = DEFAULT_DATASETS, *, progress: bool = True,
     main_model: bool = True,
-) -> tuple[list[DatasetResult], MainModelResult | None]:  # fmt: skip
+) -> PaperRun:  # fmt: skip
     """Run (or resume) every dataset's study and grid under ``out``, then (with ``main_model`` and its
-    dataset among ``datasets``) the proxy -> main-model comparison; returns what each measured."""
-    results = [run_dataset(name, Path(out) / name, progress=progress) for name in datasets]
-    compared = None
-    if main_model and MAIN_MODEL_DATASET in datasets:
-        base = next(r for r in results if r.name == MAIN_MODEL_DATASET)
-        compared = run_main_model(base, Path(out) / f"{MAIN_MODEL_DATASET}_main_model", progress=progress)
-    return results, compared
+    dataset among ``datasets``) the proxy -> main-model comparison. A dataset whose files are not there
+    (WinoGrande's BIG-bench files before ``make data``) is skipped, with the reason."""
+    run = PaperRun([])
+    for name in datasets:
+        try:
+            run.datasets.append(run_dataset(name, Path(out) / name, progress=progress))
+        except MissingAssetError as exc:
+            run.skipped[name] = " ".join(str(exc).split())
+    base = next((r for r in run.datasets if r.name == MAIN_MODEL_DATASET), None)
+    if main_model and base is not None:
+        run.main_model = run_main_model(
+            base, Path(out) / f"{MAIN_MODEL_DATASET}_main_model", progress=progress
+        )
+    return run
 
 
 def run_main_model(base: DatasetResult, out: Path, *, progress: bool = True) -> MainModelResult:
@@ -107,10 +125,7 @@ def run_dataset(name: str, out: Path, *, progress: bool = True) -> DatasetResult
     cfg = paper_config(name, str(out))
     tick = time.perf_counter()
     if PAPER_DATASETS[name].grid_only:
-        from datadiet.pipeline.represent import run_represent
-
-        run_represent(cfg.reference)
-        study_dir = out
+        study_dir = _represent_only(cfg, out)
     else:
         study_dir = run_study(cfg, progress=progress)
     study_s = time.perf_counter() - tick
@@ -125,8 +140,44 @@ def run_dataset(name: str, out: Path, *, progress: bool = True) -> DatasetResult
         results = pd.read_parquet(study_dir / "results.parquet")
         paired = paired_difference(results, metric=str(cfg.primary_metric))
     found = findings(cfg, study_dir, grid, results)
+    seconds = {"study_s": study_s, "grid_s": grid_s, **first_run_costs(study_dir)}
     return DatasetResult(PAPER_DATASETS[name].name, PAPER_DATASETS[name].title, study_dir, cfg, grid, results,
-                         paired, found, {"study_s": study_s, "grid_s": grid_s})  # fmt: skip
+                         paired, found, seconds)  # fmt: skip
+
+
+COSTS = "costs.json"
+"""The first (uncached) run's reference and represent seconds: a study writes it; so does a grid-only run."""
+
+
+def first_run_costs(folder: Path) -> dict[str, float]:
+    """The first run's ``reference_seconds`` and ``represent_seconds`` in ``folder`` (empty if unknown)."""
+    path = folder / COSTS
+    if not path.is_file():
+        return {}
+    import json
+
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return {k: float(v) for k, v in record.items() if k in ("reference_seconds", "represent_seconds")}
+
+
+def _represent_only(cfg: StudyConfig, out: Path) -> Path:
+    """Train the reference and extract its representations (cached); record the costs when this call is
+    the one that trained it (a reused run's are unknown, so none are written)."""
+    from datadiet.pipeline.reference import prepare, run_reference
+    from datadiet.pipeline.represent import run_represent
+    from datadiet.representations.dynamics import RunLayout
+
+    stage = prepare(cfg.reference)
+    fresh = not RunLayout(stage.run_dir).done.is_file()
+    tick = time.perf_counter()
+    run_reference(cfg.reference, stage)
+    reference_s = time.perf_counter() - tick
+    tick = time.perf_counter()
+    run_represent(cfg.reference, stage)
+    if fresh:
+        costs = {"reference_seconds": reference_s, "represent_seconds": time.perf_counter() - tick}
+        atomic_write_json(out / COSTS, costs)
+    return out
 
 
 def builtin_selectors() -> list[str]:
