@@ -101,7 +101,8 @@ def _header(results: Sequence[Any], command: str) -> str:
         f"at budgets {', '.join(_pct(b) for b in cfg.budgets)} with {len(cfg.seeds)} seeds "
         f"({', '.join(map(str, cfg.seeds))}), scored by {cfg.primary_metric} on the test split"
         + (f"; {', '.join(grid_only)} runs the grid only" if grid_only else "")
-        + f". Measured on {platform.machine()} with {_cores()} CPU cores, {seconds / 60:.1f} minutes in all.",
+        + f". This regeneration took {seconds / 60:.1f} minutes on {platform.machine()} with {_cores()} CPU "
+        "cores, reusing what was cached; each section gives the first run's costs.",
         "",
         "**What differs from the paper.** The paper fine-tunes RoBERTa- and Llama-scale models on CAD, "
         "WinoGrande and other tasks; we use MiniLM-L6 (mostly frozen, with a small head) on a CPU, so "
@@ -117,8 +118,9 @@ def _findings_table(results: Sequence[Any]) -> str:
         row = {"finding (paper)": finding.claim}
         for result in results:
             ours = next((f for f in result.findings if f.key == finding.key), None)
-            row[f"{result.title}: ours"] = "n/a" if ours is None else ours.ours
-            row[f"{result.title}: verdict"] = "n/a" if ours is None else f"**{ours.verdict}**"
+            missing = "not run (grid only)" if result.results.empty else "n/a"
+            row[f"{result.title}: ours"] = missing if ours is None else ours.ours
+            row[f"{result.title}: verdict"] = missing if ours is None else f"**{ours.verdict}**"
         rows.append(row)
     rules = "\n".join(f"- *{f.key}*: {f.rule}" for f in results[0].findings)
     return "\n".join([
