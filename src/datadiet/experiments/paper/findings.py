@@ -23,6 +23,7 @@ import pandas as pd
 
 from datadiet.analysis.grid import Key, grid_label, summary
 from datadiet.analysis.overlap import label_distribution, random_overlap_expectation
+from datadiet.analysis.stats import MIN_SEEDS_FOR_FLAG
 
 Verdict = str
 Selections = Mapping[Key, Any]
@@ -369,11 +370,7 @@ def collapse_at_high_compression(paired: pd.DataFrame, budget: float, names: Seq
     )
     if not rows:
         return Finding("collapse", claim, "no score-based selection in the study", "not measured", rule)
-    if min(r["seeds"] for r in rows) < 5:
-        verdict = "not shown"
-    else:
-        worse = sum(r["high"] < 0 for r in rows)
-        verdict = "holds" if worse > len(rows) / 2 else ("partly" if worse else "fails")
+    verdict = _reliable_verdict(rows, sum(r["high"] < 0 for r in rows), holds_above=len(rows) / 2)
     return Finding(
         "collapse", claim, _intervals_text(rows), verdict, rule, table=_interval_table(rows, "Δ vs random")
     )
@@ -392,14 +389,18 @@ def calibration_lifts(results_paired: Mapping[str, pd.DataFrame], budget: float)
     )
     if not rows:
         return Finding("calibration", claim, "no calibrated selection in the study", "not measured", rule)
-    if min(r["seeds"] for r in rows) < 5:
-        verdict = "not shown"
-    else:
-        lifted = sum(r["low"] > 0 for r in rows)
-        verdict = "holds" if lifted == len(rows) else ("partly" if lifted else "fails")
+    verdict = _reliable_verdict(rows, sum(r["low"] > 0 for r in rows), holds_above=len(rows) - 0.5)
     return Finding(
         "calibration", claim, _intervals_text(rows), verdict, rule, table=_interval_table(rows, "lift")
     )
+
+
+def _reliable_verdict(rows: list[dict[str, Any]], hits: int, *, holds_above: float) -> Verdict:
+    """``not shown`` below 5 paired seeds; else ``holds`` when more than ``holds_above`` of the rows are
+    reliable hits, ``partly`` with some, ``fails`` with none."""
+    if min(r["seeds"] for r in rows) < MIN_SEEDS_FOR_FLAG:
+        return "not shown"
+    return "holds" if hits > holds_above else ("partly" if hits else "fails")
 
 
 def _at_budget(paired: pd.DataFrame, budget: float) -> list[dict[str, Any]]:
