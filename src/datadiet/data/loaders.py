@@ -136,10 +136,10 @@ def load_dataset(
     (['train-000000', 'train-000001'], ('neg', 'pos'), [1, 0])
     """
     spec = _make_spec(text, text_pair, label, id, task, choices, target, label_names)
-    if _is_embedded_name(source):
+    if is_embedded_name(source):
         return _pick_split(DATASETS.get(str(source)).load(), split, str(source))
     path = Path(source)
-    raws, single = _read_source(path, split=split, file_format=file_format)
+    raws, single = read_source(path, split=split, file_format=file_format)
     splits = _build_splits(raws, spec, label_names=label_names, name=name or _default_name(path))
     return splits if single or split is None else _pick_split(splits, split, str(path))
 
@@ -165,7 +165,8 @@ def _make_spec(
     return _Spec(text, text_pair, label, id, cast(Task, task), choices, target)
 
 
-def _is_embedded_name(source: str | os.PathLike[str]) -> bool:
+def is_embedded_name(source: str | os.PathLike[str]) -> bool:
+    """Whether ``source`` names an embedded dataset (and no file or folder of that name exists)."""
     return isinstance(source, str) and source in DATASETS and not Path(source).exists()
 
 
@@ -188,10 +189,10 @@ def _default_name(path: Path) -> str:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def _read_source(path: Path, *, split: str | None, file_format: str | None) -> tuple[dict, bool]:
+def read_source(path: Path, *, split: str | None, file_format: str | None) -> tuple[dict, bool]:
     """The raw splits of ``path`` and whether it was a single split."""
     if path.is_file():
-        fmt = file_format or _format_of(path)
+        fmt = file_format or format_of(path)
         return {_single_split_name(split): _read_file(path, fmt)}, True
     if not path.is_dir():
         raise FileNotFoundError(
@@ -202,14 +203,15 @@ def _read_source(path: Path, *, split: str | None, file_format: str | None) -> t
         if set(raws) == {""}:
             return {_single_split_name(split): raws[""]}, True
         return raws, False
-    return {s: _read_file(f, _format_of(f)) for s, f in _split_files(path).items()}, False
+    return {s: _read_file(f, format_of(f)) for s, f in split_files(path).items()}, False
 
 
 def _single_split_name(split: str | None) -> str:
     return SPLIT_ALIASES.get(split or "train", split or "train")
 
 
-def _format_of(path: Path) -> str:
+def format_of(path: Path) -> str:
+    """The file format of ``path`` from its suffix (a compression suffix is looked through)."""
     suffixes = [s.lower() for s in path.suffixes[-2:]]
     if suffixes and suffixes[-1] in COMPRESSED:
         suffixes = suffixes[:-1]
@@ -230,7 +232,7 @@ def _read_file(path: Path, fmt: str) -> _RawSplit:
     return _RawSplit(readers[fmt](path), str(path), fmt)
 
 
-def _split_files(directory: Path) -> dict[str, Path]:
+def split_files(directory: Path) -> dict[str, Path]:
     """``{split: file}`` for the ``train.*``, ``validation.*``/``val.*`` and ``test.*`` files."""
     found: dict[str, list[Path]] = {}
     for file in sorted(directory.iterdir()):
@@ -252,7 +254,7 @@ def _split_files(directory: Path) -> dict[str, Path]:
 
 def _has_known_suffix(path: Path) -> bool:
     try:
-        _format_of(path)
+        format_of(path)
     except DatasetError:
         return False
     return True
