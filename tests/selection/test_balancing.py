@@ -57,5 +57,5 @@ def test_stratified_needs_labels():
 
 
 def test_unknown_balance_mode_lists_options():
-    with pytest.raises(ValueError, match=r"'balance'.*\['none', 'stratified'\]"):
+    with pytest.raises(ValueError, match=r"'balance'.*\['none', 'stratified', 'sqrt'\]"):
         datadiet.select("random", np.zeros((5, 2)), 2, balance="equal")

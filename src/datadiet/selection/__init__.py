@@ -10,6 +10,7 @@ from datadiet.selection import (  # noqa: F401  (imported for registration)
     s2l,
     self_influence,
     semdedup,
+    typical,
     uniform,
 )
 from datadiet.selection.base import BaseSelector, ScoreSelector, Selection, Selector, resolve_budget, top_k
