@@ -125,7 +125,7 @@ ALLOWED = {
     "datadiet.analysis": {"datadiet._core", "datadiet.selection"},
     "datadiet.store": {"datadiet._core", "datadiet.representations"},
     "datadiet.config": {"datadiet._core", "datadiet.data", "datadiet.representations", "datadiet.selection",
-                        "datadiet.metrics", "datadiet.api"},
+                        "datadiet.metrics", "datadiet.api", "datadiet.recipes"},
 }  # fmt: skip
 
 

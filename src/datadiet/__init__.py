@@ -1,6 +1,7 @@
 """datadiet: data pruning as representation x selection.
 
-The public API: :func:`select` (and :func:`build_selector`), :class:`Representation`, :class:`Selection`,
+The public API: :func:`prune` (a dataset in, the pruned dataset out, with a recipe of :data:`RECIPES`),
+:func:`select` (and :func:`build_selector`), :class:`Representation`, :class:`Selection`,
 :class:`BaseSelector` and :class:`ScoreSelector` to write a selector, the registries of every extension
 point (:data:`SELECTORS`, :data:`EXTRACTORS`, :data:`MODELS`, :data:`METRICS`, :data:`DATASETS`; installed
 ``datadiet.plugins`` entry points extend them), :func:`load_dataset`, :class:`RepresentationStore` and
@@ -19,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 from datadiet.errors import DatadietError
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers
-    from datadiet.api import build_selector, score_based_selectors, select
+    from datadiet.api import build_selector, prune, score_based_selectors, select
     from datadiet.data.loaders import load_dataset
     from datadiet.data.sources import DATASETS
     from datadiet.metrics import METRICS
     from datadiet.models.registry import MODELS
     from datadiet.pipeline.study import run_study
+    from datadiet.recipes import RECIPES, Recipe, Step, register_recipe, select_recipe
     from datadiet.representations.base import Representation
     from datadiet.representations.extractors import EXTRACTORS
     from datadiet.representations.views import apply_view
@@ -34,6 +36,12 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
 
 _LAZY: dict[str, str] = {
     "select": "datadiet.api",
+    "prune": "datadiet.api",
+    "RECIPES": "datadiet.recipes",
+    "Recipe": "datadiet.recipes",
+    "Step": "datadiet.recipes",
+    "register_recipe": "datadiet.recipes",
+    "select_recipe": "datadiet.recipes",
     "build_selector": "datadiet.api",
     "score_based_selectors": "datadiet.api",
     "Representation": "datadiet.representations.base",
@@ -55,6 +63,12 @@ _LAZY: dict[str, str] = {
 
 __all__ = [  # noqa: RUF022 (grouped as the docstring lists them)
     "select",
+    "prune",
+    "RECIPES",
+    "Recipe",
+    "Step",
+    "register_recipe",
+    "select_recipe",
     "build_selector",
     "score_based_selectors",
     "Representation",

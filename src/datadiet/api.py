@@ -1,8 +1,10 @@
-"""The Python entry point: ``datadiet.select``."""
+"""The Python entry points: ``datadiet.select`` and ``datadiet.prune``."""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +23,9 @@ from datadiet.selection.base import (
 )
 from datadiet.selection.calibration import Calibrated
 from datadiet.selection.registry import SELECTORS
+
+if TYPE_CHECKING:
+    from datadiet.pipeline.prune import PruneResult
 
 
 def score_based_selectors() -> list[str]:
@@ -50,8 +55,8 @@ def build_selector(
         raise ParameterError("weighting applies only with calibrate=ALPHA; pass calibrate too.")
     if balance not in (None, *BALANCE_MODES):
         raise param_error("select", "balance", f"one of {list(BALANCE_MODES)}", balance)
-    if balance == "stratified":
-        selector = Stratified(selector)
+    if balance not in (None, "none"):
+        selector = Stratified(selector, balance)
     return selector
 
 
@@ -80,13 +85,14 @@ def select(
     budget : int or float
         An int count, or a fraction in (0, 1] giving ``floor(f * n_examples)``.
     labels : ndarray of shape (n_examples,), optional
-        Needed by ``balance="stratified"`` and label-aware selectors.
+        Needed by ``balance`` and label-aware selectors.
     val : Representation or ndarray, optional
         Validation representation (``less``).
     seed : int or numpy Generator
         Same seed, same selection.
-    balance : {None, "none", "stratified"}
-        Keep per-class budgets proportional to class sizes.
+    balance : {None, "none", "stratified", "sqrt"}
+        Per-class budgets proportional to class sizes (``stratified``) or to their square roots, capped at
+        each class's size (``sqrt``: rare classes get more than their share).
     calibrate : float in [0, 1], optional
         Share of the budget taken by the scores; the rest is uniform random (score-based only).
     weighting : {"none", "unbiased"}
@@ -115,3 +121,59 @@ def select(
     if isinstance(rep, Representation):
         selection.meta["representation"] = jsonable({"kind": rep.kind, **rep.meta})
     return selection
+
+
+def prune(
+    dataset: str | os.PathLike[str] | None,
+    budget: Budget,
+    recipe: str = "auto",
+    *,
+    out: str | os.PathLike[str],
+    config: str | os.PathLike[str] | dict[str, Any] | None = None,
+    seed: int = 0,
+    columns: dict[str, str] | None = None,
+) -> PruneResult:
+    """Prune ``dataset``'s training split to ``budget`` with ``recipe``; write the kept rows to ``out``.
+
+    Parameters
+    ----------
+    dataset : str or path-like, optional
+        What ``dataset.source`` accepts: a jsonl/csv/parquet file or folder, a Hugging Face dataset saved
+        to disk, an embedded name. None: ``config``'s ``dataset.source``.
+    budget : int or float
+        Rows to keep: a count, or a fraction in (0, 1] giving ``floor(f * N)``.
+    recipe : str
+        A registered recipe (``datadiet.RECIPES.names()``); ``auto`` by default (docs/recipes.md).
+    out : path-like
+        Output folder: the kept rows in the input's format, ``selection.json``, ``summary.json`` and the
+        cache ``.datadiet``. A file there that datadiet did not write is never replaced.
+    config : path-like or dict, optional
+        A reference config (YAML file or its fields: ``dataset`` columns and splits, ``model``, ``training``).
+    columns : dict, optional
+        Dataset column settings (``{"text": ..., "label": ..., "id": ...}``), over ``config``'s.
+
+    Examples
+    --------
+    >>> result = datadiet.prune("reviews.jsonl", 0.3, out="pruned/")  # doctest: +SKIP
+    >>> result.summary["kept"], result.files  # doctest: +SKIP
+    """
+    from datadiet.config import ReferenceConfig, load_config
+    from datadiet.pipeline.prune import prune_config, run_prune
+    from datadiet.recipes import RECIPES
+
+    chosen = RECIPES.get(recipe)
+    base: dict[str, Any] | ReferenceConfig | None = (
+        load_config(Path(config), ReferenceConfig) if isinstance(config, (str, os.PathLike)) else config
+    )
+    if dataset is None and not _names_source(base):  # never fall back to the default dataset silently
+        raise ParameterError("prune needs a dataset: pass dataset= (or a config that sets dataset.source).")
+    folder = Path(out)
+    cfg = prune_config(None if dataset is None else str(dataset), folder, base, recipe=chosen, columns=columns)
+    return run_prune(cfg, budget, folder, recipe=chosen, seed=seed)
+
+
+def _names_source(config: Any) -> bool:
+    """Whether a reference config (or its fields) sets ``dataset.source`` itself."""
+    if isinstance(config, dict):
+        return isinstance(config.get("dataset"), dict) and "source" in config["dataset"]
+    return config is not None and "source" in config.dataset.model_fields_set

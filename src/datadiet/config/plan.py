@@ -25,6 +25,9 @@ def check_plan(cfg: StudyConfig) -> None:
 
     for i, spec in enumerate(cfg.selections):
         at = f"selections[{i}]"
+        if spec.recipe is not None:
+            check_recipe(spec.recipe, cfg.reference, f"{at}.recipe")
+            continue
         try:
             datadiet.SELECTORS.get(spec.algorithm)
         except ValueError as exc:
@@ -33,6 +36,19 @@ def check_plan(cfg: StudyConfig) -> None:
         check_representation(spec.representation, cfg.reference, f"{at}.representation")
         if selector.needs_val:
             check_representation(spec.val_name, cfg.reference, f"{at}.val_representation")
+
+
+def check_recipe(name: str, ref: ReferenceConfig, at: str) -> Any:
+    """The registered recipe ``name``, refused unless ``ref`` extracts every representation it reads."""
+    from datadiet.recipes import RECIPES
+
+    try:
+        recipe = RECIPES.get(name)
+    except ValueError as exc:
+        raise ConfigError(f"{at}: {exc}") from None
+    for rep in recipe.reads():
+        check_representation(rep, ref, f"{at} ({name!r} reads {rep})")
+    return recipe
 
 
 def build(spec: SelectionSpec, at: str) -> Any:
@@ -102,10 +118,12 @@ def check_task(cfg: StudyConfig, task: str) -> None:
         return
     for i, spec in enumerate(cfg.selections):
         at = f"selections[{i}]"
+        if spec.recipe is not None:  # balancing is skipped without labels; the steps' selectors refuse
+            continue
         if "dynamics/class_probs" in (spec.representation, spec.val_representation):
             raise ConfigError(f"{at}: a generation task has no class probabilities (dynamics/class_probs).")
         if build(spec, at).needs_labels:
-            what = "balance: stratified" if spec.balance != "none" else f"algorithm {spec.algorithm!r}"
+            what = f"balance: {spec.balance}" if spec.balance != "none" else f"algorithm {spec.algorithm!r}"
             raise ConfigError(f"{at}: {what} needs class labels, which a generation task has none of.")
 
 

@@ -23,17 +23,18 @@ NINE_DECIMALS = " (equal to 9 decimals, the precision the report pairs budgets a
 
 
 class SelectionSpec(Section):
-    algorithm: Str
-    """A registered selector (``datadiet algorithms``)."""
-    representation: Str
+    algorithm: Str = ""
+    """A registered selector (``datadiet algorithms``); or set ``recipe`` instead."""
+    representation: Str = ""
     """A name from representations.json: dynamics/prob, dynamics/loss, hidden/final, gradients/train, ...;
     a gradients name may end in a view (gradients/train:flatten, :checkpoint=E, :lrmean)."""
     name: Str | None = None
     """Display name; default algorithm@representation plus the balance/calibration suffix."""
     params: Params = Field(default_factory=dict)
     """The selector's own parameters."""
-    balance: Literal["none", "stratified"] = "none"
-    """Label balancing."""
+    balance: Literal["none", "stratified", "sqrt"] = "none"
+    """Label balancing: per-class budgets proportional to class size (stratified) or to its square root,
+    capped at the class size (sqrt)."""
     calibrate: Float | None = Field(default=None, ge=0, le=1)
     """Share of the budget taken by the scores (score-based selectors); the rest is uniform random."""
     weighting: Literal["none", "unbiased"] = "none"
@@ -41,6 +42,25 @@ class SelectionSpec(Section):
     val_representation: Str | None = None
     """Validation representation (less); default the representation's validation counterpart (gradients/train
     -> gradients/val, hidden/final -> hidden/final/val, a view kept)."""
+    recipe: Str | None = Field(default=None, exclude_if=lambda recipe: recipe is None)
+    """A registered recipe (``datadiet recipes``: auto, typical, ...) instead of algorithm and
+    representation: it fixes its own representation, selector, balancing and calibration."""
+
+    @model_validator(mode="after")
+    def _algorithm_or_recipe(self) -> SelectionSpec:
+        if self.recipe is None:
+            if not self.algorithm:
+                raise ConfigError(" needs an algorithm (with its representation) or a recipe.")
+            return self
+        fixed = ("algorithm", "representation", "params", "balance", "calibrate", "weighting",
+                 "val_representation")  # fmt: skip
+        given = [key for key in fixed if key in self.model_fields_set]
+        if given:
+            raise ConfigError(
+                f" sets recipe {self.recipe!r} and {given}; a recipe fixes those itself. Drop {given}, or "
+                "drop recipe and give algorithm and representation."
+            )
+        return self
 
     def __init__(self, *args: Any, **values: Any) -> None:
         """``SelectionSpec("el2n", "dynamics/prob", name=...)``: algorithm and representation first."""
@@ -67,7 +87,10 @@ class SelectionSpec(Section):
     def label(self) -> str:
         if self.name:
             return self.name
-        suffix = ("+balanced" if self.balance == "stratified" else "") + (
+        if self.recipe is not None:
+            return f"recipe:{self.recipe}"
+        balanced = {"stratified": "+balanced", "sqrt": "+sqrt"}.get(self.balance, "")
+        suffix = balanced + (
             f"+cal{self.calibrate:g}" if self.calibrate is not None else ""
         )
         return f"{self.algorithm}@{self.representation}{suffix}"

@@ -54,6 +54,7 @@ from datadiet.errors import ParameterError
 from datadiet.metrics import dummy_scores, score
 from datadiet.pipeline.reference import Stage, embeddings, prepare, run_reference
 from datadiet.pipeline.represent import run_fingerprint, run_represent
+from datadiet.recipes import RECIPES, RecipeInputs, dataset_duplicates, select_recipe
 from datadiet.representations.base import Representation
 from datadiet.representations.extractors import is_val
 from datadiet.representations.views import apply_view, split_view
@@ -215,6 +216,8 @@ class StudyRunner:
         spec: Any = "full" if cell.spec is None else cell.spec.model_dump()
         if cell.spec is RANDOM:
             spec = RANDOM_HASH_SPEC
+        elif cell.spec is not None and cell.spec.recipe is not None:  # a changed recipe reruns its cells
+            spec = {**spec, "recipe_definition": RECIPES.get(cell.spec.recipe).describe()}
         elif cell.spec is not None and cell.spec.val_representation is None and _reads_val(cell.spec):
             if cell.spec.val_name != LEGACY_VAL:  # the default it had before: old cells keep their hash
                 spec = {**spec, "val_representation": cell.spec.val_name}
@@ -276,6 +279,8 @@ class StudyRunner:
         if spec is RANDOM:  # uniform over the split: its size is all it reads
             selection = datadiet.select("random", np.zeros(len(self.train), np.float32), cell.budget,
                                         seed=cell.seed)  # fmt: skip
+        elif spec.recipe is not None:
+            selection = select_recipe(spec.recipe, self.recipe_inputs(), cell.budget, seed=cell.seed)
         else:
             val = None
             if datadiet.SELECTORS.get(spec.algorithm).needs_val:
@@ -295,6 +300,12 @@ class StudyRunner:
         path = self.out / cell.selection_file
         atomic_write_text(path, dumps_strict(selection.to_dict(), what=f"selection file '{path}'"))
         return selection.indices, selection.weights
+
+    def recipe_inputs(self) -> RecipeInputs:
+        """What a recipe selects from: the training split's representations, labels and exact duplicates."""
+        return RecipeInputs(
+            self.representation, len(self.train), self.train.labels, dataset_duplicates(self.train)
+        )
 
     @property
     def main_model_config(self) -> ModelConfig:
@@ -350,8 +361,8 @@ class StudyRunner:
             "cell": cell.id,
             "selection": cell.label,
             "kind": cell.kind,
-            "algorithm": "full" if spec is None else spec.algorithm,
-            "representation": "" if spec is None else spec.representation,
+            "algorithm": "full" if spec is None else spec_algorithm(spec),
+            "representation": "" if spec is None else spec_representation(spec),
             "balance": "none" if spec is None else spec.balance,
             "calibrate": None if spec is None or spec.calibrate is None else float(spec.calibrate),
             "budget": cell.budget,
@@ -365,6 +376,16 @@ class StudyRunner:
 
 def _reads_val(spec: SelectionSpec) -> bool:
     return bool(datadiet.SELECTORS.get(spec.algorithm).needs_val)
+
+
+def spec_algorithm(spec: SelectionSpec) -> str:
+    """The results' ``algorithm`` column: the selector, or ``recipe:<name>``."""
+    return spec.algorithm if spec.recipe is None else f"recipe:{spec.recipe}"
+
+
+def spec_representation(spec: SelectionSpec) -> str:
+    """The results' ``representation`` column: the representation, or those the recipe reads."""
+    return spec.representation if spec.recipe is None else ",".join(RECIPES.get(spec.recipe).reads())
 
 
 def main_identity(cfg: StudyConfig) -> dict[str, Any]:
@@ -449,7 +470,7 @@ ROW_FIELDS: dict[str, Check] = {
     "kind": text(("baseline", "selection")),
     "algorithm": text(),
     "representation": text(),
-    "balance": text(("none", "stratified")),
+    "balance": text(("none", "stratified", "sqrt")),
     "calibrate": _missing_or(number(0, 1)),
     "budget": number(0, 1),
     "k": integer(1),
@@ -543,7 +564,7 @@ def assemble(runner: StudyRunner, cells: list[Cell]) -> pd.DataFrame:
     study's reference and main models (:func:`model_columns`), which the cell files do not hold."""
     rows = []
     for cell in cells:
-        representation = "" if cell.spec is None else cell.spec.representation
+        representation = "" if cell.spec is None else spec_representation(cell.spec)
         # a random-baseline cell from before it stopped reading dynamics/prob still names it
         rows += [{**row, "representation": representation} for row in _finished(runner, cell)["rows"]]
     for split, ds in runner.evals.items():
@@ -641,8 +662,8 @@ def write_study_json(runner: StudyRunner, results: pd.DataFrame) -> None:
         "selections": [
             {
                 "name": s.label,
-                "algorithm": s.algorithm,
-                "representation": s.representation,
+                "algorithm": spec_algorithm(s),
+                "representation": spec_representation(s),
                 "balance": s.balance,
                 "calibrate": s.calibrate,
                 "params": s.params,
