@@ -201,16 +201,30 @@ def _plain_value(value: Any, where: str, *, depth: int) -> Any:
 @app.command()
 @_friendly_errors
 def select(
-    features: Annotated[Path, typer.Option(help="Representation (.npy): N x d, N x T or N x C x d.")],
-    algorithm: Annotated[str, typer.Option(help="Selector name; see `datadiet algorithms`.")],
     budget: Annotated[str, typer.Option(help="Count (1200) or fraction in (0, 1] (0.3 -> floor(0.3 N)).")],
     out: Annotated[Path, typer.Option(help="Where to write selection.json.")],
+    features: Annotated[
+        Path | None, typer.Option(help="Representation (.npy): N x d, N x T or N x C x d.")
+    ] = None,
+    algorithm: Annotated[str | None, typer.Option(help="Selector name; see `datadiet algorithms`.")] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="A recipe (see `datadiet recipes`) instead of --algorithm; needs --run."),
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(help="A `datadiet represent` output folder: the recipe's representations, the data."),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="Also write the kept rows in the input's format to this folder (needs --run)."),
+    ] = None,
     labels: Annotated[Path | None, typer.Option(help="Labels (.npy or .txt), one per example.")] = None,
     val_features: Annotated[
         Path | None, typer.Option(help="Validation representation (.npy) for less.")
     ] = None,
     val_groups: Annotated[Path | None, typer.Option(help="Group id per validation row (.npy/.txt).")] = None,
-    balance: Annotated[str, typer.Option(help="none | stratified")] = "none",
+    balance: Annotated[str, typer.Option(help="none | stratified | sqrt")] = "none",
     calibrate: Annotated[float | None, typer.Option(help="Share of the budget from the scores.")] = None,
     weighting: Annotated[str, typer.Option(help="With --calibrate: none | unbiased")] = "none",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -224,7 +238,18 @@ def select(
         typer.Option(help="View of an N x C x d gradient stack: flatten | checkpoint=<epoch> | lrmean."),
     ] = None,
 ) -> None:
-    """Select a subset from a stored representation and write selection.json."""
+    """Select a subset from a stored representation (or with a recipe) and write selection.json."""
+    if recipe is not None:
+        _select_recipe(
+            recipe, run, parse_budget(budget), out, export, seed, algorithm=algorithm, features=features
+        )
+        return
+    if algorithm is None or features is None:
+        raise ParameterError("Pass --features and --algorithm, or --recipe NAME with --run FOLDER.")
+    if export is not None and run is None:
+        raise ParameterError(
+            "--export needs --run FOLDER: the represent output whose data the selection indexes."
+        )
     from datadiet.api import select as run_select
     from datadiet.representations.views import check_view
     from datadiet.selection.balancing import BALANCE_MODES
@@ -259,6 +284,51 @@ def select(
     record["features"] = str(features)
     atomic_write_json(out, record)
     console.print(f"selected {selection.budget} of {len(values.values)} examples with {algorithm} -> {out}")
+    if export is not None and run is not None:
+        _export(run, selection, export)
+
+
+def _select_recipe(
+    recipe: str,
+    run: Path | None,
+    budget: int | float,
+    out: Path,
+    export: Path | None,
+    seed: int,
+    **other: Any,
+) -> None:
+    """``select --recipe``: the recipe on a represent output's representations, optionally exported."""
+    given = [f"--{name}" for name, value in other.items() if value is not None]
+    if given:
+        raise ParameterError(f"--recipe fixes its own representation and selector; drop {given}.")
+    if run is None:
+        raise ParameterError(
+            "--recipe needs --run FOLDER: a `datadiet represent` output (holds representations.json)."
+        )
+    from datadiet.pipeline.prune import run_recipe_inputs
+    from datadiet.recipes import RECIPES, select_recipe
+
+    chosen = RECIPES.get(recipe)
+    stage, inputs = run_recipe_inputs(run)
+    selection = select_recipe(chosen, inputs, budget, seed=seed)
+    record = {**selection.to_dict(), "ids": [str(i) for i in stage.train.ids[selection.indices]]}
+    atomic_write_json(out, record)
+    console.print(
+        f"selected {selection.budget} of {inputs.n_examples} examples with recipe {recipe} -> {out}"
+    )
+    if export is not None:
+        _export(run, selection, export, stage=stage)
+
+
+def _export(run: Path, selection: Any, folder: Path, stage: Any = None) -> None:
+    """Write the kept rows of ``selection`` of the represent output ``run``'s data to ``folder``."""
+    from datadiet.cli.prune import print_summary
+    from datadiet.pipeline.prune import export_selection, run_config
+    from datadiet.pipeline.reference import prepare
+
+    stage = stage or prepare(run_config(run))
+    result = export_selection(stage.cfg, stage.train, selection, folder)
+    print_summary(result.summary, result.files)
 
 
 @contextlib.contextmanager

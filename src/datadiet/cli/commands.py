@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from datadiet.cli import analyze, grid, paper  # noqa: F401
+from datadiet.cli import analyze, grid, paper, prune  # noqa: F401

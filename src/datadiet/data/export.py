@@ -410,3 +410,72 @@ def _write_hf(where: _Located, rows: np.ndarray, extras: dict[str, list[Any]], t
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return kept.num_rows
+
+
+# ------------------------------------------------------------------------------- prune's other outputs
+
+
+def export_name(source: str | os.PathLike[str], split: str, file_format: str | None = None) -> str:
+    """The name the kept rows of ``split`` get in the output folder: the input file's (or folder's) name,
+    ``<name>.<split>.jsonl`` for an embedded dataset."""
+    if is_embedded_name(source):
+        return f"{source}.{split}.jsonl"
+    return _locate(source, split, file_format).path.name
+
+
+def check_targets(out_dir: str | os.PathLike[str], names: Sequence[str]) -> None:
+    """Refuse (``FileExistsError``) before anything is written when one of ``names`` exists in ``out_dir``
+    and was not written there by datadiet (or changed since)."""
+    out_dir = Path(out_dir)
+    manifest = _read_manifest(out_dir)
+    for name in names:
+        _check_target(out_dir / name, manifest)
+
+
+def write_owned_json(out_dir: str | os.PathLike[str], name: str, data: Any) -> Path:
+    """Write ``data`` as ``<out_dir>/<name>`` atomically, refusing to replace a file datadiet did not write,
+    and list it in the export manifest (so a later run may replace it)."""
+    out_dir = Path(out_dir)
+    target = out_dir / name
+    manifest = _read_manifest(out_dir)
+    _check_target(target, manifest)
+    atomic_write_json(target, data)
+    manifest[name] = {"n_rows": None, "sha256": _digest(target)}
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    return target
+
+
+def write_examples(
+    ds: Any,
+    positions: Sequence[int] | np.ndarray,
+    out_dir: str | os.PathLike[str],
+    name: str,
+    *,
+    extra_columns: Mapping[str, Sequence[Any]] | None = None,
+) -> Path:
+    """Write the examples at ``positions`` of the dataset ``ds`` as JSON Lines (``id``, ``text``, the text
+    pair, choices or target when it has them, ``label`` as its class name), in the dataset's order: what an
+    embedded dataset, which has no file of its own, is pruned to."""
+    order, extras = _check_rows(positions, extra_columns)
+    out_dir = Path(out_dir)
+    target = out_dir / name
+    manifest = _read_manifest(out_dir)
+    _check_target(target, manifest)
+    _check_range(order, len(ds), target)
+    lines = []
+    for j, i in enumerate(order.tolist()):
+        record: dict[str, Any] = {"id": str(ds.ids[i]), "text": ds.texts[i]}
+        for column, values in (("text_pair", ds.text_pairs), ("choices", ds.choices), ("target", ds.targets)):
+            if values is not None:
+                record[column] = values[i]
+        if ds.labels is not None:
+            record["label"] = (
+                ds.label_names[ds.labels[i]] if ds.task == "classification" else int(ds.labels[i])
+            )
+        record.update({column: values[j] for column, values in extras.items()})
+        lines.append(json.dumps(record, ensure_ascii=False))
+    atomic_write_bytes(target, ("\n".join(lines) + "\n").encode("utf-8"))
+    manifest[name] = {"source": str(ds.name), "split": str(ds.split), "n_rows": len(order),
+                      "sha256": _digest(target)}  # fmt: skip
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    return target
