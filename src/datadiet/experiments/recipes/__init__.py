@@ -1,0 +1,1 @@
+"""The evidence behind the recipes (docs/recipes.md): every candidate recipe against random."""
