@@ -360,8 +360,8 @@ def test_a_budget_that_python_would_coerce_is_refused(tmp_path, features, budget
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--balance", "stratifed"], "--balance must be one of ['none', 'stratified', 'sqrt']. Got 'stratifed' "
-                                     "instead. Did you mean 'stratified'?"),
+        (["--balance", "stratifed"], "--balance must be one of ['none', 'stratified', 'sqrt']. Got "
+                                     "'stratifed' instead. Did you mean 'stratified'?"),
         (["--calibrate", "0.5", "--weighting", "unbiassed"], "Did you mean 'unbiased'?"),
         (["--engine", "locl"], "--engine must be one of ['local', 'ray']. Got 'locl' instead. "
                                "Did you mean 'local'?"),

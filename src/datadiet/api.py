@@ -167,8 +167,8 @@ def prune(
     )
     if dataset is None and not _names_source(base):  # never fall back to the default dataset silently
         raise ParameterError("prune needs a dataset: pass dataset= (or a config that sets dataset.source).")
-    folder = Path(out)
-    cfg = prune_config(None if dataset is None else str(dataset), folder, base, recipe=chosen, columns=columns)
+    folder, source = Path(out), None if dataset is None else str(dataset)
+    cfg = prune_config(source, folder, base, recipe=chosen, columns=columns)
     return run_prune(cfg, budget, folder, recipe=chosen, seed=seed)
 
 

@@ -173,13 +173,7 @@ def select_recipe(recipe: Recipe | str, inputs: RecipeInputs, budget: Budget, *,
     notes: dict[str, Any] = {}
     if balance != "none" and labels is None:
         balance, notes["balance_skipped"] = "none", "the data has no labels"
-    if balance != "none" and labels is not None:
-        n_classes = len(np.unique(labels[pool]))
-        if min(k, len(pool)) < n_classes:
-            raise ParameterError(
-                f"recipe {recipe.name!r}: budget {k} is smaller than the {n_classes} classes, so balancing "
-                f"cannot keep an example of each; raise the budget to at least {n_classes}."
-            )
+    check_budget(recipe, min(k, len(pool)), n, None if labels is None else labels[pool])
     k_pool = min(k, len(pool))
     rep = _read(inputs, step.representation) if step.algorithm != "random" else None
     if rep is None:
@@ -227,6 +221,20 @@ def check_recipe_inputs(recipe: Recipe, inputs: RecipeInputs) -> None:
     for what, array in (("labels", inputs.labels), ("duplicate_of", inputs.duplicate_of)):
         if array is not None and len(array) != n:
             raise ParameterError(f"recipe {recipe.name!r}: {what} has {len(array)} rows, the data {n}.")
+
+
+def check_budget(recipe: Recipe, k: int, n: int, labels: np.ndarray | None) -> None:
+    """Refuse a budget of ``k`` of ``n`` that the recipe's balancing step cannot honour (fewer rows than
+    classes); call it before computing anything."""
+    step = recipe.step_for(k / n)
+    if step.balance == "none" or labels is None:
+        return
+    n_classes = len(np.unique(labels))
+    if k < n_classes:
+        raise ParameterError(
+            f"recipe {recipe.name!r}: budget {k} is smaller than the {n_classes} classes, so balancing "
+            f"cannot keep an example of each; raise the budget to at least {n_classes}."
+        )
 
 
 def _read(inputs: RecipeInputs, name: str) -> Representation:

@@ -263,6 +263,10 @@ def select(
         except ParameterError as exc:
             raise ParameterError(f"--view: {exc}") from None
     params = parse_params(param or [])
+    if export is not None and run is not None:
+        from datadiet.pipeline.prune import check_export, run_config
+
+        check_export(run_config(run), export)  # before --out is written: a refused export writes nothing
     if val_groups is not None:
         params["val_groups"] = load_array(val_groups, name="val groups")
     values = load_features(features, name="features")
@@ -305,11 +309,13 @@ def _select_recipe(
         raise ParameterError(
             "--recipe needs --run FOLDER: a `datadiet represent` output (holds representations.json)."
         )
-    from datadiet.pipeline.prune import run_recipe_inputs
+    from datadiet.pipeline.prune import check_export, run_recipe_inputs
     from datadiet.recipes import RECIPES, select_recipe
 
     chosen = RECIPES.get(recipe)
     stage, inputs = run_recipe_inputs(run)
+    if export is not None:
+        check_export(stage.cfg, export)  # before --out is written: a refused export writes nothing
     selection = select_recipe(chosen, inputs, budget, seed=seed)
     record = {**selection.to_dict(), "ids": [str(i) for i in stage.train.ids[selection.indices]]}
     atomic_write_json(out, record)

@@ -61,9 +61,8 @@ def prune(
 def _as_options(message: str) -> str:
     """A dataset error's config-key hint (``Set dataset.label to ...``) as the option to pass instead."""
     for key in COLUMN_OPTIONS:
-        message = re.sub(
-            rf"Set dataset\.{key} to", f"Pass --{key} (or set dataset.{key} in --config) to", message
-        )
+        option = f"ass --{key} (or set dataset.{key} in --config)"
+        message = re.sub(rf"\b([Ss])et dataset\.{key}\b", lambda m, o=option: "Pp"[m[1] == "s"] + o, message)
     return message
 
 

@@ -114,6 +114,8 @@ _LOADER_HINTS = (  # what load_dataset says -> what a config's user does instead
      "or drop those rows."),
     (r"leave id=None\.", "set {w}.id: null (rows are then numbered)."),
     (r" or pass file_format=\.", " (set {w}.source to such a file)."),
+    (r"ids must be unique\.$", "ids must be unique: set {w}.id to a column of unique values, or unset it so "
+     "rows are numbered."),
 )  # fmt: skip
 
 

@@ -54,7 +54,8 @@ class SelectionSpec(Section):
             return self
         fixed = ("algorithm", "representation", "params", "balance", "calibrate", "weighting",
                  "val_representation")  # fmt: skip
-        given = [key for key in fixed if key in self.model_fields_set]
+        defaults = {key: type(self).model_fields[key].get_default(call_default_factory=True) for key in fixed}
+        given = [key for key in fixed if getattr(self, key) != defaults[key]]  # a resolved dump has defaults
         if given:
             raise ConfigError(
                 f" sets recipe {self.recipe!r} and {given}; a recipe fixes those itself. Drop {given}, or "
@@ -90,9 +91,7 @@ class SelectionSpec(Section):
         if self.recipe is not None:
             return f"recipe:{self.recipe}"
         balanced = {"stratified": "+balanced", "sqrt": "+sqrt"}.get(self.balance, "")
-        suffix = balanced + (
-            f"+cal{self.calibrate:g}" if self.calibrate is not None else ""
-        )
+        suffix = balanced + (f"+cal{self.calibrate:g}" if self.calibrate is not None else "")
         return f"{self.algorithm}@{self.representation}{suffix}"
 
 

@@ -33,7 +33,15 @@ from datadiet._core.files import atomic_write_json, read_json
 from datadiet.config import ReferenceConfig, from_dict, to_dict
 from datadiet.data.dataset import Dataset
 from datadiet.errors import ParameterError
-from datadiet.recipes import RECIPES, Recipe, RecipeInputs, dataset_duplicates, needs_reference, select_recipe
+from datadiet.recipes import (
+    RECIPES,
+    Recipe,
+    RecipeInputs,
+    check_budget,
+    dataset_duplicates,
+    needs_reference,
+    select_recipe,
+)
 from datadiet.representations.base import Representation
 from datadiet.selection.base import Budget, Selection, resolve_budget
 from datadiet.store import make_key
@@ -114,6 +122,7 @@ def run_prune(
     stage = prepare(cfg)  # loads the data; writes nothing
     train = stage.train
     k = resolve_budget(budget, len(train))
+    check_budget(recipe, k, len(train), train.labels)  # before anything is computed or written
     outputs = [export_name(cfg.dataset.source, cfg.dataset.train_split), SELECTION_FILE, SUMMARY_FILE]
     check_targets(out, outputs)  # before anything is written: never replace a file datadiet did not write
     notes = _input_notes(out, train, cfg)
@@ -316,6 +325,15 @@ def run_recipe_inputs(run: str | Path) -> tuple[Any, RecipeInputs]:
 
     train = stage.train
     return stage, RecipeInputs(representation, len(train), train.labels, dataset_duplicates(train))
+
+
+def check_export(cfg: ReferenceConfig, out: str | Path) -> None:
+    """Refuse, before anything is written, an export folder holding a file datadiet did not write under one
+    of the names an export writes."""
+    from datadiet.data.export import check_targets, export_name
+
+    names = [export_name(cfg.dataset.source, cfg.dataset.train_split), SELECTION_FILE, SUMMARY_FILE]
+    check_targets(out, names)
 
 
 def export_selection(

@@ -363,7 +363,7 @@ class StudyRunner:
             "kind": cell.kind,
             "algorithm": "full" if spec is None else spec_algorithm(spec),
             "representation": "" if spec is None else spec_representation(spec),
-            "balance": "none" if spec is None else spec.balance,
+            "balance": "none" if spec is None else spec_balance(spec, cell.budget),
             "calibrate": None if spec is None or spec.calibrate is None else float(spec.calibrate),
             "budget": cell.budget,
             "k": k,
@@ -384,8 +384,16 @@ def spec_algorithm(spec: SelectionSpec) -> str:
 
 
 def spec_representation(spec: SelectionSpec) -> str:
-    """The results' ``representation`` column: the representation, or those the recipe reads."""
-    return spec.representation if spec.recipe is None else ",".join(RECIPES.get(spec.recipe).reads())
+    """The results' ``representation`` column: the representation, or those the recipe reads (``labels``
+    for a recipe that reads nothing else)."""
+    if spec.recipe is None:
+        return spec.representation
+    return ",".join(RECIPES.get(spec.recipe).reads()) or "labels"
+
+
+def spec_balance(spec: SelectionSpec, budget: float) -> str:
+    """The results' ``balance`` column: the spec's, or that of the recipe's step at ``budget``."""
+    return spec.balance if spec.recipe is None else RECIPES.get(spec.recipe).step_for(budget).balance
 
 
 def main_identity(cfg: StudyConfig) -> dict[str, Any]:
