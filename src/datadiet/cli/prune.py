@@ -122,9 +122,10 @@ def recipes_study(
     names = [name.strip() for name in tasks.split(",") if name.strip()]
     for name in names:
         check_option("--tasks", name, tuple(TASKS))
-    from datadiet.experiments.recipes.run import run_recipes
+    from datadiet.experiments.recipes.run import run_recipes, setup_values, target_met, target_verdicts
     from datadiet.report.recipes import write_recipes
 
     results = run_recipes(out, names)
-    written = write_recipes(results, doc)
+    verdicts = target_verdicts(results)
+    written = write_recipes(results, doc, verdicts=verdicts, met=target_met(verdicts), setup=setup_values())
     console.print(f"wrote {written} ({len(results)} tasks; studies in {out})")

@@ -1,7 +1,8 @@
 """docs/recipes.md: every candidate recipe against random on the embedded classification tasks.
 
-:func:`write_recipes` takes what :func:`datadiet.experiments.recipes.run.run_recipes` measured and writes the
-page and its figure (beside it, under ``figures/recipes/``). Every number comes from the runs.
+:func:`write_recipes` takes what :func:`datadiet.experiments.recipes.run.run_recipes` measured and its
+verdicts on ``auto``, as plain values (the report layer never imports the experiments), and writes the page
+and its figure (beside it, under ``figures/recipes/``). Every number comes from the runs.
 """
 
 from __future__ import annotations
@@ -22,17 +23,24 @@ COMMAND = "make recipes"
 FIGURE = Path("figures") / "recipes" / "paired_differences.png"
 
 
-def write_recipes(results: Sequence[Any], doc: str | Path, *, command: str = COMMAND) -> Path:
-    """Write ``doc`` and its figure from the per-task results of ``run_recipes``."""
-    from datadiet.experiments.recipes.run import target_met, target_verdicts
-
+def write_recipes(
+    results: Sequence[Any],
+    doc: str | Path,
+    *,
+    verdicts: Sequence[Any],
+    met: tuple[bool, bool, list[str]],
+    setup: dict[str, Any],
+    command: str = COMMAND,
+) -> Path:
+    """Write ``doc`` and its figure from the per-task results of ``run_recipes``, ``auto``'s verdicts per task
+    and budget (``target_verdicts``), whether the target is met (``target_met``) and the set-up (``budgets``,
+    ``seeds``, ``target_mean``, ``small_budget``)."""
     doc = Path(doc)
     atomic_write_bytes(doc.parent / FIGURE, _figure(results))
-    verdicts = target_verdicts(results)
     parts = [
-        _header(results, command),
+        _header(setup, command),
         _recipes_table(),
-        _target_section(verdicts, target_met(verdicts)),
+        _target_section(verdicts, met, setup),
         f"![Paired difference to random, macro-F1]({FIGURE.as_posix()})\n\n"
         "Mean seed-paired difference to random (macro-F1 on the test split) with its paired t 95% interval; "
         "above 0 is better than random.",
@@ -43,11 +51,8 @@ def write_recipes(results: Sequence[Any], doc: str | Path, *, command: str = COM
     return doc
 
 
-def _header(results: Sequence[Any], command: str) -> str:
-    from datadiet.experiments.recipes.setup import BUDGETS, SEEDS
-
-    cfg = results[0].config if results else None
-    seeds = len(SEEDS)
+def _header(setup: dict[str, Any], command: str) -> str:
+    seeds, budgets = len(setup["seeds"]), setup["budgets"]
     lines = [
         "# Recipes: which one to use, and the evidence",
         "",
@@ -62,7 +67,7 @@ def _header(results: Sequence[Any], command: str) -> str:
         "rerun this comparison on its own data with selections `{recipe: NAME}`.",
         "",
         "**Set-up.** One study per task: every recipe and the random baseline at budgets "
-        f"{', '.join(f'{100 * b:g}%' for b in BUDGETS)} of the training split, {seeds} seeds each. The "
+        f"{', '.join(f'{100 * b:g}%' for b in budgets)} of the training split, {seeds} seeds each. The "
         "reference "
         "model (for the recipes that read training dynamics or gradients) is the packaged MiniLM, frozen, "
         "with "
@@ -75,7 +80,6 @@ def _header(results: Sequence[Any], command: str) -> str:
         "",
         f"Machine: {platform.machine()}, {_cores()} cores, no GPU.",
     ]
-    del cfg
     return "\n".join(lines)
 
 
@@ -92,20 +96,20 @@ def _recipes_table() -> str:
     return "## The recipes\n\n" + markdown_table(pd.DataFrame(rows))
 
 
-def _target_section(verdicts: Sequence[Any], met: tuple[bool, bool, list[str]]) -> str:
-    from datadiet.experiments.recipes.setup import SMALL_BUDGET, TARGET_MEAN
+def _target_section(verdicts: Sequence[Any], met: tuple[bool, bool, list[str]], setup: dict[str, Any]) -> str:
+    target_mean, small_budget = setup["target_mean"], setup["small_budget"]
 
     never_worse, better, better_tasks = met
     lines = [
         "## `auto` against the target",
         "",
         f"The target: at every budget on every task, `auto`'s mean paired difference to random is >= "
-        f"{TARGET_MEAN} macro-F1 and its 95% interval reaches 0 (*not worse*), and at some budget <= "
-        f"{100 * SMALL_BUDGET:g}% its interval is above 0 (*better*) on at least two tasks.",
+        f"{target_mean} macro-F1 and its 95% interval reaches 0 (*not worse*), and at some budget <= "
+        f"{100 * small_budget:g}% its interval is above 0 (*better*) on at least two tasks.",
         "",
         f"- Never reliably worse than random: **{'met' if never_worse else 'missed'}**"
         + ("" if never_worse else " (the cells marked *worse* below)."),
-        f"- Reliably better at <= {100 * SMALL_BUDGET:g}% on at least two tasks: "
+        f"- Reliably better at <= {100 * small_budget:g}% on at least two tasks: "
         f"**{'met' if better else 'missed'}** ({', '.join(better_tasks) or 'no task'}).",
         "",
     ]

@@ -19,7 +19,14 @@ import pandas as pd
 
 from datadiet.analysis.stats import paired_difference
 from datadiet.config.study import StudyConfig
-from datadiet.experiments.recipes.setup import SMALL_BUDGET, TARGET_MEAN, TASKS, recipes_config
+from datadiet.experiments.recipes.setup import (
+    BUDGETS,
+    SEEDS,
+    SMALL_BUDGET,
+    TARGET_MEAN,
+    TASKS,
+    recipes_config,
+)
 
 METRIC = "macro_f1"
 
@@ -105,3 +112,8 @@ def target_met(verdicts: Sequence[Verdict]) -> tuple[bool, bool, list[str]]:
     never_worse = bool(verdicts) and all(v.not_worse for v in verdicts)
     better = sorted({v.task for v in verdicts if v.better and v.budget <= SMALL_BUDGET + 1e-9})
     return never_worse, len(better) >= 2, better
+
+
+def setup_values() -> dict[str, object]:
+    """The study's set-up as plain values, for the page."""
+    return {"budgets": BUDGETS, "seeds": SEEDS, "target_mean": TARGET_MEAN, "small_budget": SMALL_BUDGET}
