@@ -118,7 +118,7 @@ def _target_section(verdicts: Sequence[Any], met: tuple[bool, bool, list[str]], 
     frame = pd.DataFrame([{"task": v.task, "budget": v.budget, "cell": _verdict_cell(v)} for v in verdicts])
     table = frame.pivot(index="task", columns="budget", values="cell")
     table.columns = [f"{100 * b:g}%" for b in table.columns]
-    return "\n".join(lines) + markdown_table(table.reset_index())
+    return "\n".join([*lines, markdown_table(table.reset_index())])
 
 
 def _verdict_cell(v: Any) -> str:
@@ -183,7 +183,8 @@ def _costs_section(results: Sequence[Any]) -> str:
         "encoder and no reference training. First-run costs of the shared reference model and "
         "representations "
         f"(every recipe but `auto`, `typical`, `class-balanced` and `semdedup` needs them): {reference}. "
-        "Selection and training times per cell (seconds, 2 cores):",
+        "Selection and main-model training seconds per cell, means over seeds (wall time on 2 cores, which "
+        "other jobs shared during the run, so read them as orders of magnitude):",
         "",
         markdown_table(pd.DataFrame(rows), digits=2),
     ])  # fmt: skip
