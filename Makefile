@@ -50,6 +50,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_selectors.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_prune.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

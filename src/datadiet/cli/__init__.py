@@ -328,12 +328,16 @@ def _select_recipe(
 
 def _export(run: Path, selection: Any, folder: Path, stage: Any = None) -> None:
     """Write the kept rows of ``selection`` of the represent output ``run``'s data to ``folder``."""
+    import warnings
+
     from datadiet.cli.prune import print_summary
-    from datadiet.pipeline.prune import export_selection, run_config
+    from datadiet.pipeline.prune import EmptyClassWarning, export_selection, run_config
     from datadiet.pipeline.reference import prepare
 
     stage = stage or prepare(run_config(run))
-    result = export_selection(stage.cfg, stage.train, selection, folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmptyClassWarning)  # said in the summary
+        result = export_selection(stage.cfg, stage.train, selection, folder)
     print_summary(result.summary, result.files)
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from datadiet.cli import _friendly_errors, app, console, parse_budget
-from datadiet.errors import DatadietError
+from datadiet.errors import DatadietError, ParameterError
 
 COLUMN_OPTIONS = ("text", "label", "id")
 
@@ -45,6 +45,8 @@ def prune(
     from datadiet.api import prune as run_prune
     from datadiet.pipeline.prune import EmptyClassWarning
 
+    if data is None and config is None:
+        raise ParameterError("Pass --data PATH (a file or folder, an HF dataset on disk, an embedded name).")
     columns: dict[str, Any] = {k: v for k, v in (("text", text), ("label", label), ("id", id)) if v}
     if split:
         columns["train_split"] = split
@@ -70,7 +72,9 @@ def print_summary(summary: dict[str, Any], files: list[Path]) -> None:
     """The prune summary as a table: rows kept, labels before and after, duplicates, recipe, time."""
     out = Console()
     n, kept = summary["n_examples"], summary["kept"]
-    out.print(f"kept {kept} of {n} rows ({kept / n:.1%}) with recipe '{summary['recipe']['name']}' -> "
+    name = summary["recipe"]["name"]
+    how = f"recipe '{name}'" if name else f"{summary['recipe'].get('algorithm')}"
+    out.print(f"kept {kept} of {n} rows ({kept / n:.1%}) with {how} -> "
               + ", ".join(str(f) for f in files))  # fmt: skip
     if summary["labels"]:
         table = Table(title="labels")
@@ -81,7 +85,7 @@ def print_summary(summary: dict[str, Any], files: list[Path]) -> None:
             table.add_row(name, str(counts["before"]), str(counts["after"]), f"{share:.0%}")
         out.print(table)
     seconds = summary["seconds"]
-    parts = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total")
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total") or "selection made before"
     out.print(
         f"exact duplicates dropped: {summary['duplicates_dropped']}; time {seconds['total']:.1f} s ({parts})"
     )

