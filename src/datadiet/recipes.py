@@ -94,6 +94,11 @@ class Recipe:
         """Every representation some step reads, in order."""
         return list(dict.fromkeys(name for step in self.steps for name in step.reads()))
 
+    @property
+    def brief(self) -> str:
+        """The summary's first sentence."""
+        return self.summary.split(". ")[0].rstrip(".") + "."
+
     def cost(self) -> str:
         """What running this recipe costs, by its most expensive representation."""
         return cost_of(self.reads())[1]
@@ -262,9 +267,10 @@ def register_recipe(name: str, recipe: Recipe) -> Recipe:
 register_recipe(
     "auto",
     Recipe(
-        "The default. Up to 30% kept: the typical member of each of k k-means clusters of the pretrained "
-        "embeddings, per class with square-root class budgets (coverage of every class's modes). Above: "
-        "uniform random per class with square-root budgets. Exact duplicates dropped first.",
+        "Typical examples per class up to 30% kept, class-balanced random above. Up to 30%: the member "
+        "nearest the centroid of each of k k-means clusters of the pretrained embeddings, per class with "
+        "square-root class budgets (coverage of every class's modes); above: uniform random per class with "
+        "square-root budgets. Exact duplicates dropped first. The default (docs/recipes.md).",
         (
             Step("typical", "hidden/pretrained", balance="sqrt", up_to=HIGH_COMPRESSION),
             Step("random", "hidden/pretrained", balance="sqrt"),

@@ -104,7 +104,7 @@ def recipes() -> None:
         table.add_column(column, overflow="fold")
     for name in RECIPES.registered():
         recipe = RECIPES.get(name)
-        table.add_row(name, recipe.summary, ", ".join(recipe.reads()) or "labels", recipe.cost())
+        table.add_row(name, recipe.brief, ", ".join(recipe.reads()) or "labels", recipe.cost())
     Console().print(table)
 
 
