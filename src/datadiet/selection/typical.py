@@ -47,9 +47,9 @@ class Typical(BaseSelector):
     Examples
     --------
     >>> import numpy as np
-    >>> x = np.array([[0.0, 1.0], [0.1, 1.0], [0.2, 1.0], [1.0, 0.0], [1.0, 0.1]])
-    >>> Typical(metric="euclidean").select(x, 2, seed=0).indices.tolist()
-    [1, 3]
+    >>> x = np.array([[0.0, 1.0], [0.1, 1.0], [0.2, 1.0], [1.0, 0.0], [1.0, 0.1], [1.0, 0.2]])
+    >>> Typical(metric="euclidean").select(x, 2, seed=0).indices.tolist()  # the middle of each group
+    [1, 4]
     """
 
     reads = "an N x d embedding (hidden states, projected gradients)"
