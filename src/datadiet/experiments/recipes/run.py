@@ -25,7 +25,9 @@ from datadiet.experiments.recipes.setup import (
     SMALL_BUDGET,
     TARGET_MEAN,
     TASKS,
+    VERDICT_SEEDS,
     recipes_config,
+    verdict_config,
 )
 
 METRIC = "macro_f1"
@@ -43,6 +45,8 @@ class TaskResult:
     results: pd.DataFrame
     paired: pd.DataFrame
     costs: dict[str, float] = field(default_factory=dict)
+    verdict_paired: pd.DataFrame | None = None
+    """``auto`` and random with :data:`~datadiet.experiments.recipes.setup.VERDICT_SEEDS` (the verdict's)."""
 
 
 def run_recipes(out: str | Path, names: Sequence[str], *, progress: bool = True) -> list[TaskResult]:
@@ -58,9 +62,25 @@ def run_recipes(out: str | Path, names: Sequence[str], *, progress: bool = True)
         run_study(cfg, progress=progress, report=False)
         results = pd.read_parquet(study_dir / "results.parquet")
         paired = paired_difference(results, metric=METRIC)
+        verdict_dir = Path(out) / f"{name}-auto"
+        _reuse_cells(study_dir, verdict_dir, ("full", "random", "recipe:auto"))
+        run_study(verdict_config(name, str(verdict_dir), str(study_dir)), progress=progress, report=False)
+        verdict = paired_difference(pd.read_parquet(verdict_dir / "results.parquet"), metric=METRIC)
         costs = _costs(study_dir, results, time.perf_counter() - started)
-        done.append(TaskResult(name, task.title, task.note, study_dir, cfg, results, paired, costs))
+        done.append(TaskResult(name, task.title, task.note, study_dir, cfg, results, paired, costs, verdict))
     return done
+
+
+def _reuse_cells(source: Path, target: Path, labels: Sequence[str]) -> None:
+    """Copy the finished cells of ``labels`` from the study ``source`` into ``target`` (which shares its
+    reference run and data): the study reuses a copied cell only if its hash matches, else recomputes it."""
+    from datadiet._core.files import atomic_write_bytes, safe_name
+
+    prefixes = tuple(f"{safe_name(label)}__" for label in labels)
+    for cell in sorted((source / "cells").glob("*.json")):
+        copy = target / "cells" / cell.name
+        if cell.name.startswith(prefixes) and not copy.exists():
+            atomic_write_bytes(copy, cell.read_bytes())
 
 
 def _costs(study_dir: Path, results: pd.DataFrame, seconds: float) -> dict[str, float]:
@@ -97,7 +117,8 @@ def target_verdicts(results: Sequence[TaskResult], recipe: str = "auto") -> list
     label = f"recipe:{recipe}"
     verdicts = []
     for result in results:
-        rows = result.paired[result.paired.selection == label]
+        paired = result.paired if result.verdict_paired is None or recipe != "auto" else result.verdict_paired
+        rows = paired[paired.selection == label]
         for row in rows.itertuples():
             values = row._asdict()
             verdicts.append(
@@ -116,4 +137,5 @@ def target_met(verdicts: Sequence[Verdict]) -> tuple[bool, bool, list[str]]:
 
 def setup_values() -> dict[str, object]:
     """The study's set-up as plain values, for the page."""
-    return {"budgets": BUDGETS, "seeds": SEEDS, "target_mean": TARGET_MEAN, "small_budget": SMALL_BUDGET}
+    return {"budgets": BUDGETS, "seeds": SEEDS, "verdict_seeds": VERDICT_SEEDS, "target_mean": TARGET_MEAN,
+            "small_budget": SMALL_BUDGET}  # fmt: skip

@@ -16,6 +16,9 @@ from datadiet.config import StudyConfig, from_dict
 
 BUDGETS: list[float] = [0.05, 0.1, 0.15, 0.3, 0.5, 0.7]
 SEEDS: list[int] = list(range(6))
+VERDICT_SEEDS: list[int] = list(range(12))
+"""``auto`` and random get these seeds (the first six shared with the comparison): its verdict against the
+target reads this study, where a 0.005 mean difference is about one standard error of noise, not two."""
 CANDIDATES: tuple[str, ...] = (
     "auto", "typical", "class-balanced", "semdedup", "less-balanced", "hard-calibrated",
 )  # fmt: skip
@@ -70,3 +73,18 @@ def recipes_config(name: str, out: str, candidates: tuple[str, ...] = CANDIDATES
             "main": {"head": "linear"},
         },
     )
+
+
+def verdict_config(name: str, out: str, comparison: str) -> StudyConfig:
+    """``auto`` against random with :data:`VERDICT_SEEDS`, on the reference run and store of the comparison
+    study in ``comparison`` (nothing is trained or extracted again)."""
+    cfg = recipes_config(name, out, candidates=("auto",))
+    reference = cfg.reference.model_dump(mode="json", exclude_unset=True)
+    reference.pop("output", None)
+    reference["run_dir"] = f"{comparison}/reference"
+    reference["represent"] = {**reference.get("represent", {}), "store": f"{comparison}/store"}
+    return from_dict(
+        StudyConfig,
+        {"output": out, "reference": reference, "selections": [{"recipe": "auto"}], "budgets": BUDGETS,
+         "seeds": VERDICT_SEEDS, "main": {"head": "linear"}},
+    )  # fmt: skip
