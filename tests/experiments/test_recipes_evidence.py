@@ -85,3 +85,32 @@ def test_verdicts_read_only_the_recipes_rows(recipe: str, tmp_path: Path):
     task = TaskResult("t", "T", "", tmp_path, recipes_config("reuters_r8", str(tmp_path)), results, paired)
     assert {v.task for v in target_verdicts([task], recipe)} == {"t"}
     assert target_verdicts([task], "typical") == []
+
+
+def test_the_verdict_study_reads_the_comparisons_run_with_more_seeds(tmp_path: Path):
+    from datadiet.experiments.recipes.setup import VERDICT_SEEDS, verdict_config
+
+    cfg = verdict_config("rotten_tomatoes", str(tmp_path / "rt-auto"), str(tmp_path / "rt"))
+    assert cfg.reference.run_dir == f"{tmp_path / 'rt'}/reference"
+    assert cfg.reference.represent.store == f"{tmp_path / 'rt'}/store"
+    assert [s.label for s in cfg.selections] == ["recipe:auto"] and cfg.seeds == VERDICT_SEEDS
+    assert set(SEEDS) < set(VERDICT_SEEDS) and cfg.budgets == BUDGETS
+
+
+def test_reused_cells_are_only_the_named_selections_and_never_overwrite(tmp_path: Path):
+    from datadiet.experiments.recipes.run import _reuse_cells
+
+    (tmp_path / "a" / "cells").mkdir(parents=True)
+    for name in (
+        "recipe_auto__b0.05__s0",
+        "random__b0.05__s0",
+        "recipe_typical__b0.05__s0",
+        "full__b1.00__s0",
+    ):
+        (tmp_path / "a" / "cells" / f"{name}.json").write_text(name)
+    (tmp_path / "b" / "cells").mkdir(parents=True)
+    (tmp_path / "b" / "cells" / "random__b0.05__s0.json").write_text("mine")
+    _reuse_cells(tmp_path / "a", tmp_path / "b", ("full", "random", "recipe:auto"))
+    copied = {p.name: p.read_text() for p in (tmp_path / "b" / "cells").iterdir()}
+    assert copied == {"recipe_auto__b0.05__s0.json": "recipe_auto__b0.05__s0", "random__b0.05__s0.json": "mine",
+                      "full__b1.00__s0.json": "full__b1.00__s0"}  # fmt: skip
