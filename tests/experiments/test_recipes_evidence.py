@@ -112,5 +112,8 @@ def test_reused_cells_are_only_the_named_selections_and_never_overwrite(tmp_path
     (tmp_path / "b" / "cells" / "random__b0.05__s0.json").write_text("mine")
     _reuse_cells(tmp_path / "a", tmp_path / "b", ("full", "random", "recipe:auto"))
     copied = {p.name: p.read_text() for p in (tmp_path / "b" / "cells").iterdir()}
-    assert copied == {"recipe_auto__b0.05__s0.json": "recipe_auto__b0.05__s0", "random__b0.05__s0.json": "mine",
-                      "full__b1.00__s0.json": "full__b1.00__s0"}  # fmt: skip
+    assert copied == {
+        "recipe_auto__b0.05__s0.json": "recipe_auto__b0.05__s0",
+        "random__b0.05__s0.json": "mine",
+        "full__b1.00__s0.json": "full__b1.00__s0",
+    }
