@@ -112,11 +112,15 @@ def _target_section(verdicts: Sequence[Any], met: tuple[bool, bool, list[str]], 
         f"noise of {n_seeds} seeds.",
         "",
         f"- Never reliably worse than random: **{'met' if never_worse else 'missed'}**"
-        + ("" if never_worse else " (the cells marked *worse* below)."),
+        + ("" if never_worse else " (the cells in bold below)."),
         f"- Reliably better at <= {100 * small_budget:g}% on at least two tasks: "
         f"**{'met' if better else 'missed'}** ({', '.join(better_tasks) or 'no task'}).",
         "",
     ]
+    missing = [task for task in setup.get("tasks", ()) if task not in {v.task for v in verdicts}]
+    if missing:
+        lines += [f"Not on this page: {', '.join(missing)} (its study has not been run to the end; "
+                  "`make recipes` runs it, resuming where it stopped).", ""]  # fmt: skip
     if not verdicts:
         return "\n".join([*lines, "No `auto` cells were run."])
     frame = pd.DataFrame([{"task": v.task, "budget": v.budget, "cell": _verdict_cell(v)} for v in verdicts])
@@ -126,7 +130,8 @@ def _target_section(verdicts: Sequence[Any], met: tuple[bool, bool, list[str]], 
 
 
 def _verdict_cell(v: Any) -> str:
-    mark = "better" if v.better else ("not worse" if v.not_worse else "**worse**")
+    missed = "**worse**" if v.ci_high < 0 else "**misses the mean floor**"
+    mark = "better" if v.better else ("not worse" if v.not_worse else missed)
     return f"{v.mean_diff:+.3f} [{v.ci_low:+.3f}, {v.ci_high:+.3f}] {mark}"
 
 

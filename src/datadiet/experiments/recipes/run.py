@@ -138,4 +138,4 @@ def target_met(verdicts: Sequence[Verdict]) -> tuple[bool, bool, list[str]]:
 def setup_values() -> dict[str, object]:
     """The study's set-up as plain values, for the page."""
     return {"budgets": BUDGETS, "seeds": SEEDS, "verdict_seeds": VERDICT_SEEDS, "target_mean": TARGET_MEAN,
-            "small_budget": SMALL_BUDGET}  # fmt: skip
+            "small_budget": SMALL_BUDGET, "tasks": list(TASKS)}  # fmt: skip
