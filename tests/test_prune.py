@@ -251,7 +251,7 @@ def test_prune_other_seed_same_budget_and_classes(data, pruned, tmp_path, no_enc
     out, _ = pruned
     again = tmp_path / "out"
     shutil.copytree(out, again)
-    result = datadiet.prune(data[0], 0.5, out=again, seed=3)  # above 30%: auto's random sqrt step
+    result = datadiet.prune(data[0], 0.5, out=again, seed=3)  # above 30%: auto's random step
     k = int(0.5 * N)
     assert len(file_lines(again / "train.jsonl")) == result.summary["kept"] == k
     check_kept_lines(file_lines(again / "train.jsonl"), data[1], result.selection.indices.tolist())

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import datadiet
 from datadiet.config import ConfigError, SelectionSpec, StudyConfig, from_dict, to_dict
 from datadiet.data.dataset import Dataset
 from datadiet.errors import ParameterError
@@ -108,8 +109,18 @@ def test_auto_switches_from_typical_to_random_above_30_percent_kept(budget, algo
     sel = select_recipe("auto", make_inputs(labels=three_classes()), budget, seed=0)
     assert sel.meta["recipe"] == "auto"
     assert sel.meta["recipe_step"]["algorithm"] == algorithm
-    assert sel.meta["recipe_step"]["balance"] == "sqrt"
+    assert sel.meta["recipe_step"].get("balance", "none") == ("sqrt" if algorithm == "typical" else "none")
     assert sel.meta["algorithm"] == algorithm
+
+
+@pytest.mark.parametrize("budget", [0.31, 0.5, 0.9])
+def test_auto_above_30_percent_is_the_random_baseline_of_the_same_seed(budget):
+    """Above 30% kept, auto keeps exactly the rows ``random`` keeps (no duplicates to drop)."""
+    inputs = make_inputs(labels=three_classes())
+    for seed in (0, 7):
+        sel = select_recipe("auto", inputs, budget, seed=seed)
+        baseline = datadiet.select("random", np.zeros((N, 1)), budget, seed=seed)
+        assert sel.indices.tolist() == sorted(baseline.indices.tolist())
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -124,12 +135,12 @@ def test_select_recipe_keeps_exactly_floor_budget_n_distinct_sorted_rows(name, b
     assert sel.weights is None or len(sel.weights) == k
 
 
-def test_a_sqrt_balanced_recipe_keeps_each_class_its_sqrt_budget():
+@pytest.mark.parametrize(("name", "budget"), [("auto", 0.1), ("typical", 0.6), ("class-balanced", 0.6)])
+def test_a_sqrt_balanced_recipe_keeps_each_class_its_sqrt_budget(name, budget):
     labels = three_classes()
-    for budget in (0.1, 0.6):  # the typical step and the random step
-        sel = select_recipe("auto", make_inputs(labels=labels), budget, seed=0)
-        classes, k_c = sqrt_budgets(labels, int(budget * N))
-        assert np.bincount(labels[sel.indices], minlength=3)[classes].tolist() == k_c.tolist()
+    sel = select_recipe(name, make_inputs(labels=labels), budget, seed=0)
+    classes, k_c = sqrt_budgets(labels, int(budget * N))
+    assert np.bincount(labels[sel.indices], minlength=3)[classes].tolist() == k_c.tolist()
 
 
 def test_hard_calibrated_keeps_importance_weights_aligned_with_the_sorted_indices():
@@ -180,9 +191,9 @@ def test_a_recipe_without_dedup_ignores_duplicates():
     assert sel.indices.tolist() == list(range(100)) and sel.meta["duplicates_dropped"] == 0
 
 
-def test_unlabeled_inputs_run_auto_without_balancing_and_say_so():
-    for budget in (0.2, 0.7):
-        sel = select_recipe("auto", make_inputs(labels=None), budget, seed=0)
+def test_unlabeled_inputs_run_balancing_recipes_without_balancing_and_say_so():
+    for name, budget in (("auto", 0.2), ("class-balanced", 0.7)):
+        sel = select_recipe(name, make_inputs(labels=None), budget, seed=0)
         assert len(sel.indices) == int(budget * N) == len(np.unique(sel.indices))
         assert sel.meta["balance_skipped"] == "the data has no labels"
         assert "balance" not in sel.meta or sel.meta["balance"] in (None, "none")
@@ -339,7 +350,7 @@ def test_the_auto_recipe_definition_is_what_its_summary_says():
         "dedup": True,
         "steps": [
             {"algorithm": "typical", "representation": "hidden/pretrained", "balance": "sqrt", "up_to": 0.3},
-            {"algorithm": "random", "representation": "hidden/pretrained", "balance": "sqrt", "up_to": 1.0},
+            {"algorithm": "random", "representation": "hidden/pretrained", "up_to": 1.0},
         ],
     }
 

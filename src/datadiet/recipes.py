@@ -267,13 +267,15 @@ def register_recipe(name: str, recipe: Recipe) -> Recipe:
 register_recipe(
     "auto",
     Recipe(
-        "Typical examples per class up to 30% kept, class-balanced random above. Up to 30%: the member "
-        "nearest the centroid of each of k k-means clusters of the pretrained embeddings, per class with "
-        "square-root class budgets (coverage of every class's modes); above: uniform random per class with "
-        "square-root budgets. Exact duplicates dropped first. The default (docs/recipes.md).",
+        "Typical examples per class up to 30% kept, uniform random above. Up to 30%: the member nearest "
+        "the centroid of each of k k-means clusters of the pretrained embeddings, per class with "
+        "square-root class budgets (coverage of every class's modes; rare classes get more than their "
+        "share); above: uniform random, where no candidate was reliably better than random on more than "
+        "one task and random is near optimal (Ayed & Hayou). Exact duplicates dropped first. The default "
+        "(docs/recipes.md).",
         (
             Step("typical", "hidden/pretrained", balance="sqrt", up_to=HIGH_COMPRESSION),
-            Step("random", "hidden/pretrained", balance="sqrt"),
+            Step("random"),
         ),
     ),
 )
