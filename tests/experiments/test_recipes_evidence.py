@@ -117,3 +117,18 @@ def test_reused_cells_are_only_the_named_selections_and_never_overwrite(tmp_path
         "random__b0.05__s0.json": "mine",
         "full__b1.00__s0.json": "full__b1.00__s0",
     }
+
+
+def test_the_page_says_when_auto_kept_exactly_randoms_rows(tmp_path: Path):
+    results = _fake_results(np.random.default_rng(1))
+    auto = (results.selection == "recipe:auto") & (results.budget == 0.7)
+    random = results[(results.selection == "random") & (results.budget == 0.7)].set_index("seed").value
+    results.loc[auto, "value"] = results.loc[auto, "seed"].map(random).to_numpy()  # the same subsets
+    task = TaskResult("toy", "Toy task", "A toy.", tmp_path, recipes_config("reuters_r8", str(tmp_path)),
+                      results, paired_difference(results, metric="macro_f1"), {})  # fmt: skip
+    verdicts = target_verdicts([task])
+    doc = write_recipes([task], tmp_path / "recipes.md", verdicts=verdicts, met=target_met(verdicts),
+                        setup=setup_values())  # fmt: skip
+    text = doc.read_text(encoding="utf-8")
+    assert "At toy at 70%, `auto` scored exactly what random scored with every seed" in text
+    assert "+0.000 [+0.000, +0.000] not worse" in text

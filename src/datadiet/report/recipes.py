@@ -123,6 +123,13 @@ def _target_section(verdicts: Sequence[Any], met: tuple[bool, bool, list[str]], 
                   "`make recipes` runs it, resuming where it stopped).", ""]  # fmt: skip
     if not verdicts:
         return "\n".join([*lines, "No `auto` cells were run."])
+    same = sorted(
+        {f"{v.task} at {100 * v.budget:g}%" for v in verdicts if v.ci_low == v.ci_high == v.mean_diff == 0}
+    )
+    if same:
+        lines += [f"At {', '.join(same)}, `auto` scored exactly what random scored with every seed: its "
+                  "step there is uniform random and, where the data has no exact duplicates to drop, it "
+                  "keeps random's own rows, so that difference is 0 by construction.", ""]  # fmt: skip
     frame = pd.DataFrame([{"task": v.task, "budget": v.budget, "cell": _verdict_cell(v)} for v in verdicts])
     table = frame.pivot(index="task", columns="budget", values="cell")
     table.columns = [f"{100 * b:g}%" for b in table.columns]
@@ -189,9 +196,9 @@ def _costs_section(results: Sequence[Any]) -> str:
         "## Costs",
         "",
         "What each recipe costs to compute is in the recipes table: `auto` needs one forward pass of the "
-        "encoder and no reference training. First-run costs of the shared reference model and "
-        "representations "
-        f"(every recipe but `auto`, `typical`, `class-balanced` and `semdedup` needs them): {reference}. "
+        "encoder and no reference training. Seconds spent on the shared reference model and "
+        "representations, which every recipe but `auto`, `typical`, `class-balanced` and `semdedup` needs "
+        f"(the longest of the study's runs, normally its first, uncached one): {reference}. "
         "Selection and main-model training seconds per cell, means over seeds (wall time on 2 cores, which "
         "other jobs shared during the run, so read them as orders of magnitude):",
         "",
