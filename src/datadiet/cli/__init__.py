@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -196,6 +197,33 @@ def _plain_value(value: Any, where: str, *, depth: int) -> Any:
         f"{where} reads as a {type(value).__name__} ({str(value)[:40]!r}); quote it to pass text, or "
         "give a number, a word, or a list."
     )
+
+
+@app.callback()
+@_friendly_errors
+def _global_options(
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Where every stage runs: auto | cpu | cuda | cuda:N (sets DATADIET_DEVICE; unset: that "
+            "variable, else auto, the first GPU when one is visible)."
+        ),
+    ] = None,
+) -> None:
+    """Options for every command, given before it (``datadiet --device cpu study ...``)."""
+    if device is None:
+        return
+    from datadiet._core.device import ENV, check_device_spec
+
+    spec = check_device_spec(device.strip().lower(), where="--device")
+    if spec.startswith("cuda"):  # refused now, not after the data is loaded (torch is imported only here)
+        from datadiet._core.device import resolve_device
+
+        try:
+            resolve_device(spec)
+        except ParameterError as exc:
+            raise ParameterError(f"--device: {exc}") from None
+    os.environ[ENV] = spec
 
 
 @app.command()

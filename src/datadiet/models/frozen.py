@@ -43,6 +43,7 @@ def encode_texts(
     max_length: int = 128,
     normalize: bool = False,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Frozen sentence embeddings: the mean of the encoder's last hidden states over non-padding tokens.
 
@@ -62,6 +63,9 @@ def encode_texts(
         L2-normalise every embedding.
     progress : bool
         Show a progress bar.
+    device : str or torch.device, optional
+        Where the encoder runs; default :func:`~datadiet._core.device.resolve_device` (a GPU when
+        visible). The result is a float32 array on the CPU either way.
 
     Returns
     -------
@@ -71,9 +75,12 @@ def encode_texts(
     check_number("encode_texts", "max_length", max_length, integer=True, low=1)
     from transformers import AutoModel, AutoTokenizer
 
+    from datadiet._core.device import resolve_device
+
+    where = device if isinstance(device, torch.device) else resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
     with seeded_torch(0):  # weights missing from the checkpoint (if any) are initialised reproducibly
-        encoder = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
+        encoder = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval().to(where)
     order = np.argsort(-text_lengths(ds), kind="stable")
     out = np.empty((len(ds), encoder.config.hidden_size), dtype=np.float32)
     starts = range(0, len(ds), batch_size)
@@ -85,9 +92,10 @@ def encode_texts(
             truncation=True, max_length=max_length, padding=True,
             return_tensors="pt",
         )  # fmt: skip
+        batch = {key: value.to(where) for key, value in batch.items()}
         with torch.inference_mode():
             hidden = encoder(**batch).last_hidden_state
-        out[idx] = _mean_pool(hidden, batch["attention_mask"], normalize).numpy()
+        out[idx] = _mean_pool(hidden, batch["attention_mask"], normalize).cpu().numpy()
     return out
 
 

@@ -2,7 +2,10 @@
 
 Each entry is a :class:`ModelBackend` declaring the tasks and the ``model.mode`` values it serves and a
 ``build(request)`` that returns a fresh, seeded :class:`~datadiet.models.base.ReferenceModel`. The heavy
-backend modules (torch, transformers) are imported only by ``build``, so this module stays light.
+backend modules (torch, transformers) are imported only by ``build``, so this module stays light. A
+backend's ``build`` (a plugin's too) returns its model on the configured device
+(:func:`datadiet._core.device.resolve_device`): :class:`ModelBackend` wraps it, so the reference model and a
+study's main model are placed where they are built. On the CPU the move is a no-op.
 
 >>> backend_for("generation", "lora").name, backend_for("classification", "frozen").name
 ('causal_lm', 'frozen_head')
@@ -10,6 +13,7 @@ backend modules (torch, transformers) are imported only by ``build``, so this mo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,6 +58,32 @@ class ModelBackend:
     tasks: tuple[str, ...]
     modes: tuple[str, ...]
     build: Callable[[ModelRequest], Any]
+    """``build(request)``: the model; wrapped so that its ``module`` ends up on the configured device."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "build", placed(self.build))  # frozen: set once, here
+
+
+def placed(build: Callable[[ModelRequest], Any]) -> Callable[[ModelRequest], Any]:
+    """``build`` whose model's ``module`` is moved to :func:`~datadiet._core.device.resolve_device`.
+
+    The device is resolved before anything is built, so a requested GPU that is not there is refused
+    before embeddings are computed or weights loaded. Wrapping twice changes nothing.
+    """
+    if getattr(build, "_places_model", False):
+        return build
+
+    @functools.wraps(build)
+    def build_placed(request: ModelRequest) -> Any:
+        from datadiet._core.device import resolve_device
+
+        device = resolve_device()
+        model = build(request)
+        model.module.to(device)
+        return model
+
+    build_placed._places_model = True  # type: ignore[attr-defined]
+    return build_placed
 
 
 MODELS: Registry[ModelBackend] = Registry("model backend")

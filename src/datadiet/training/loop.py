@@ -263,8 +263,9 @@ class _Loop:
         self.model.load_trainable_state(state["trainable"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])  # called inside the forked RNG block
-        if state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], self.model.device)
+        device = self.model.device
+        if state.get("cuda_rng") is not None and device.type == "cuda":  # a GPU run resumed on a GPU
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.epoch_lrs = [float(lr) for lr in state["epoch_lrs"]]
         self.arrays = {name: tensor.numpy().copy() for name, tensor in state["arrays"].items()}
