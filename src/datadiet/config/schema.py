@@ -13,7 +13,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, PrivateAttr, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from datadiet.config.fields import Bool, Float, Int, List, Section, Str
 from datadiet.errors import ConfigError
@@ -202,6 +209,20 @@ class GradientConfig(Section):
     batch_size: Int | None = Field(default=None, ge=1)
     """Examples per extraction pass. It runs a backward pass, so its memory is about a training step's
     (SmolLM2 at 192 tokens: ~0.7 GB per example); None: training.batch_size."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Precision of the extraction's forward and backward passes: fp32, or bf16/fp16 autocast (faster on a
+    GPU only; on a CPU they are slower). The per-example gradient products, the projection and the sums
+    over layers and checkpoints stay float32, and the first batch is also run in fp32: a warning names
+    the error when the reduced precision moves the projected gradients' Gram matrix by more than 1%."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The fields, ``precision`` left out at its default fp32: the dumps that key caches (a prune's
+        identity) stay those of configs written before the field existed."""
+        data = handler(self)
+        if data.get("precision") == "fp32":
+            del data["precision"]
+        return data
 
 
 def _extractor(kind: str) -> str:

@@ -50,7 +50,7 @@ from datadiet.representations.extractors import (
     representation_names,
     val_counterpart,
 )
-from datadiet.store import make_key
+from datadiet.store import make_key, provenance_fields
 from datadiet.store import provenance as provenance_of
 
 HIDDEN_STAGES = ("pretrained", "early", "final")
@@ -321,7 +321,8 @@ def _represent_class_probs(stage: Stage, run: Any, run_id: str) -> dict[str, dic
         model = build_model(stage)
         run.load_final(model)
         parts = [
-            torch.softmax(model.logits(b), dim=-1).float().numpy() for b in batches(model, stage.train, 64)
+            torch.softmax(model.logits(b), dim=-1).float().cpu().numpy()
+            for b in batches(model, stage.train, 64)
         ]
         return Representation(np.concatenate(parts), "dynamics", stage.train.ids.astype(str))
 
@@ -424,8 +425,17 @@ def _stack_checkpoints(
 
 
 def _gradient_params(stage: Stage) -> dict[str, Any]:
+    """The gradient settings in a gradient entry's provenance. ``precision`` changes the values, so it is
+    recorded (in ``params``), but only away from its default fp32: the entries of stores written before it
+    existed keep their keys."""
     g = stage.cfg.represent.gradients
-    return {"dim": g.dim, "projection_seed": g.seed, "target": g.target}
+    params = provenance_fields({"precision": g.precision}, {"precision": "fp32"})
+    return {
+        "dim": g.dim,
+        "projection_seed": g.seed,
+        "target": g.target,
+        **({"params": params} if params else {}),
+    }
 
 
 def _checkpoint_gradients(
@@ -515,7 +525,10 @@ def _model_worker(job: _ModelJob) -> tuple[_ModelJob, Any, Any]:
 
 
 def _gradient_chunk(state: tuple[_ModelJob, Any, Any], piece: tuple[int, int]) -> np.ndarray:
-    """Projected gradients of rows ``start:stop`` (one chunk of the store entry)."""
+    """Projected gradients of rows ``start:stop`` (one chunk of the store entry), on the model's device.
+
+    With bf16/fp16, the entry's first chunk also runs its first batch in fp32 (the Gram check).
+    """
     from datadiet.representations.gradients import per_sample_gradients
 
     job, model, adam_state = state
@@ -523,12 +536,14 @@ def _gradient_chunk(state: tuple[_ModelJob, Any, Any], piece: tuple[int, int]) -
     target = model.gradient_target() if g.target == "auto" else g.target
     return per_sample_gradients(
         model.module,
-        batches(model, job.ds, job.batch_size, np.arange(*piece)),
+        (model.to_device(b) for b in batches(model, job.ds, job.batch_size, np.arange(*piece))),
         model.per_example_loss,
         target=target,
         dim=g.dim,
         seed=g.seed,
         adam_state=adam_state if job.adam else None,
         normalize=model.normalize_gradients,
+        precision=g.precision,
+        check_gram=piece[0] == 0,
         progress=False,
     )
