@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from datadiet._core import chunks as _chunks
+from datadiet.selection import _seeding
 from datadiet.selection import kmeans as kmeans_module
 from datadiet.selection.kmeans import NClustersClampedWarning, assign, kmeans
 from datadiet.selection.prototypicality import Prototypicality
@@ -308,7 +309,8 @@ def test_faiss_engine_seeding_is_deterministic(metric):
 def test_faiss_engine_bits_do_not_depend_on_the_thread_count(metric, monkeypatch):
     x, _ = _lattice_blobs([900, 300, 40, 5], 24, seed=5, separation=0.3)
     two = kmeans(x, 12, metric=metric, rng=3, engine="faiss")
-    monkeypatch.setattr(kmeans_module, "_OPENMP_THREADS", 1)  # faiss and the seeding's BLAS products
+    monkeypatch.setattr(kmeans_module, "_OPENMP_THREADS", 1)  # faiss
+    monkeypatch.setattr(_seeding, "_BLAS_THREADS", 1)  # the seeding's BLAS products
     _assert_same_result(kmeans(x, 12, metric=metric, rng=3, engine="faiss"), two)
 
 

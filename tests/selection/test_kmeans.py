@@ -291,9 +291,8 @@ def test_kmeans_sklearn_engine_still_works(metric):
 
 
 def test_kmeans_rejects_unknown_engine():
-    with pytest.raises(
-        ValueError, match=r"The 'engine' parameter of kmeans must be one of \['auto', 'faiss', 'sklearn'\]"
-    ):
+    message = r"The 'engine' parameter of kmeans must be one of \['auto', 'faiss', 'sklearn', 'torch'\]"
+    with pytest.raises(ValueError, match=message):
         kmeans(_data(n=20), rng=0, engine="cuml")
 
 

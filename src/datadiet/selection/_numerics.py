@@ -13,18 +13,25 @@ raw value. Values are first multiplied by a power of two (exact in binary floati
 A row that is nonzero but whose every value is *subnormal* (below ``np.finfo(dtype).tiny``) holds fewer
 significant bits than the dtype promises, so no rescaling can recover its direction:
 :func:`check_magnitudes` refuses it with the reason.
+
+The ``torch_*`` functions are the twins the gradient scorers' GPU paths run (the same exact power-of-two
+rescalings on float64 tensors; torch is imported only when they are called).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks
 from datadiet.errors import ParameterError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def float_dtype(x: np.ndarray) -> type:
@@ -194,10 +201,27 @@ def weighted_square_norms(block: np.ndarray, weights: np.ndarray) -> tuple[np.nd
     >>> round(float(np.log10(m[0]) + e[0] * np.log10(2.0)), 6)
     -398.60206
     """
+    return combine_square_norms(*scaled_square_norms(block), weights)
+
+
+def scaled_square_norms(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first half of :func:`weighted_square_norms`: ``||2**e block[:, c]||**2`` and ``e``, each (n, C).
+
+    ``e`` (int64) brings the largest ``|value|`` of each (row, c) vector into [0.5, 1); the squares are
+    float64. :func:`torch_scaled_square_norms` is its twin on a torch device.
+    """
     block = np.asarray(block, dtype=np.float64)
     row_exp = row_exponents(block, axis=-1)  # (n, C)
     scaled = np.ldexp(block, row_exp[..., None])
-    square, square_exp = np.frexp(np.einsum("ncd,ncd->nc", scaled, scaled))
+    return np.einsum("ncd,ncd->nc", scaled, scaled), row_exp
+
+
+def combine_square_norms(
+    squares: np.ndarray, row_exp: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The second half of :func:`weighted_square_norms`: ``sum_c w_c squares * 4**-row_exp`` per row, as
+    ``(mantissa, exponent)``, the terms added at the exponent of the row's largest one."""
+    square, square_exp = np.frexp(squares)
     weight, weight_exp = np.frexp(np.asarray(weights, dtype=np.float64))
     mantissa = square * weight  # each in [0.25, 1), or 0
     exponent = square_exp + weight_exp - 2 * row_exp  # int64
@@ -348,3 +372,56 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(x)
     return unit_rows(x, float_dtype(x))
+
+
+# --- torch twins of the gradient scorers' numerics (their GPU paths: self_influence, less) ---------------
+# float64 tensors in, the same exact power-of-two rescalings as the numpy functions above; the sums run in
+# the device's own order, so results agree with numpy's up to rounding, not bit for bit.
+
+
+def torch_pow2(exponents: torch.Tensor) -> torch.Tensor:
+    """``2.0 ** exponents`` as float64, exactly, for int exponents in [-1022, 1023] (built from the bits).
+
+    >>> import torch
+    >>> torch_pow2(torch.tensor([-1022, 0, 3, 1023])).tolist() == [2.0**-1022, 1.0, 8.0, 2.0**1023]
+    True
+    """
+    import torch
+
+    biased = exponents.to(torch.int64).clamp(-1022, 1023) + 1023
+    return torch.bitwise_left_shift(biased, 52).view(torch.float64)
+
+
+def torch_ldexp(values: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    """``values * 2**exponents`` (float64) for int exponents in [-2044, 2046], as two exact multiplications.
+
+    Each factor is a normal power of two, so the product is exact, as :func:`numpy.ldexp`'s, whenever the
+    result (and the halfway product) is a normal number.
+    """
+    import torch
+
+    half = torch.div(exponents, 2, rounding_mode="floor")
+    return values.to(torch.float64) * torch_pow2(half) * torch_pow2(exponents - half)
+
+
+def torch_row_exponents(block: torch.Tensor) -> torch.Tensor:
+    """:func:`row_exponents` over the last axis of a torch tensor (int64; zero rows get 0)."""
+    import torch
+
+    return -torch.frexp(block.abs().amax(dim=-1))[1].to(torch.int64)
+
+
+def torch_unit_rows(block: torch.Tensor) -> torch.Tensor:
+    """:func:`unit_rows` (float64) of every vector along the last axis of a torch tensor; zeros stay 0."""
+    import torch
+
+    wide = torch_ldexp(block, torch_row_exponents(block).clamp(max=1023)[..., None])
+    norms = (wide * wide).sum(dim=-1, keepdim=True).sqrt()
+    return wide / torch.where(norms > 0, norms, torch.ones_like(norms))  # a zero vector stays 0
+
+
+def torch_scaled_square_norms(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`scaled_square_norms` of an (n, C, d) float64 torch tensor: squares and exponents, (n, C)."""
+    row_exp = torch_row_exponents(block)
+    scaled = torch_ldexp(block, row_exp[..., None])
+    return (scaled * scaled).sum(dim=-1), row_exp

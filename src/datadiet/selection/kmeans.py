@@ -33,7 +33,11 @@ Nothing squares a raw value. Rows that are nonzero but entirely subnormal are re
 
 Engines
 -------
-``engine="faiss"`` (the default ``"auto"`` when faiss imports; ``pip install datadiet[fast]``):
+``engine="auto"`` is ``"faiss"`` when faiss has a GPU (faiss-gpu), else ``"torch"`` when
+:func:`datadiet._core.device.on_gpu` (``DATADIET_DEVICE``, a visible CUDA device by default), else ``"faiss"``
+when faiss imports, else ``"sklearn"``: on a CPU-only machine, the engine it always was.
+
+``engine="faiss"`` (``pip install datadiet[fast]``):
 
 1. *Fitting sample*: at most ``max_points_per_centroid * k`` rows (faiss's own cap, 256 by default), drawn
    from ``rng`` without replacement and read in ascending row order; every row when ``n`` is smaller.
@@ -65,9 +69,28 @@ Engines
 4. *Assignment*: every row, in chunks, in the input's precision (float32 stays float32, anything else is
    float64), with the same exact-distance rule for both engines.
 
+``engine="torch"``: steps 1 and 2 as for faiss (the same sample and seeds from the same ``rng``; the draw
+faiss would take as its own seed is taken too, unused, so restarts see the same stream), then Lloyd in
+torch, float32, on :func:`datadiet._core.device.resolve_device` (a GPU when visible, else the CPU), with
+the same relative-objective ``tol`` (the objective: the sum of squared distances, or of ``1 - cos``).
+Cosine centroids are brought back to unit norm at every iteration. An empty cluster takes the sample row
+farthest from its own centroid, without a random draw (:mod:`datadiet.selection._torch_kmeans` gives the
+exact rule). The assignment's products run on the same device, in chunks, by the same exact-distance rule.
+Without faiss it is the engine for a GPU; on the CPU it works too (torch is always installed).
+On a GPU (:func:`~datadiet._core.device.on_gpu`) the seeding's large products run there too, in torch:
+the nearest-drawn-row search of 2a (float32, chunks of a fixed number of rows by drawn rows), the cell sums
+of 2b (float64) and the candidates' distances and potentials of 2c (float32 distances, float64
+potentials, chunks of a fixed number of means). Everything random stays in numpy: the same draws from
+``rng``, in the same order and number, from the same float64 masses, so only floating-point rounding can
+differ from the numpy seeding (on separated blobs: the same seeds). On the CPU the seeding is the numpy one,
+bit for bit.
+
 ``engine="sklearn"``: scikit-learn's ``KMeans(init="k-means++")`` on every (scaled) row, in memory, with
-its center-shift ``tol``; the same chunked assignment. The two engines give partitions of equal quality
-but not the same bits; the faiss engine is an order of magnitude faster (``bench/bench_kmeans.py``).
+its center-shift ``tol``; the same chunked assignment. The engines give partitions of equal quality
+but not the same bits; faiss is an order of magnitude faster than sklearn (``bench/bench_kmeans.py``).
+
+Whichever engine fits, the assignment's products run in torch on the GPU when
+:func:`~datadiet._core.device.on_gpu` and faiss has none (faiss-gpu: a faiss GPU index), else in numpy.
 
 The reference codes (S2L, SemDeDup, Du et al.) run faiss with its random init and ``niter`` 20 or 100; the
 clusters here match theirs in kind, not bit for bit.
@@ -86,7 +109,8 @@ Memory
 ``x`` may be a read-only ``np.memmap`` much larger than RAM. The faiss engine reads it in row chunks
 (finiteness and magnitude checks, distinct-row count, normalisation, assignment), releasing each chunk's
 pages, and holds in memory only the float32 fitting sample (``max_points_per_centroid * k * d * 4``
-bytes), the centroids and the ``n``-long ``labels`` and ``distances``. :func:`assign` labels further rows
+bytes), the centroids and the ``n``-long ``labels`` and ``distances``; so does the torch engine (on a GPU,
+the sample is copied there when it fits in half the free memory). :func:`assign` labels further rows
 (another shard, a memmap) against fitted centroids the same way. The sklearn engine needs the whole
 (normalised or scaled) data in memory.
 
@@ -97,8 +121,11 @@ in-memory and memory-mapped input alike. faiss runs with at most two OpenMP thre
 restored afterwards) and the seeding's large products with two BLAS threads (OpenBLAS's GEMM splits
 its output between threads, each entry summed by one, so the bits do not depend on the count: tested);
 scikit-learn adds per-thread partial sums in whichever order the threads finish, so it too gets at most
-two (two partial sums commute). With faiss-gpu and a visible GPU (used automatically for fitting and
-assignment), results are reproducible only up to floating-point reduction order.
+two (two partial sums commute). The torch engine on the CPU gives the same bits for the same ``rng``
+state in one environment (torch build and thread count): its chunks are fixed and its cluster sums run in
+row order. With faiss-gpu and a visible GPU (used automatically for fitting and assignment), or the torch
+engine on a GPU (its cluster sums are atomic adds), results are reproducible only up to floating-point
+reduction order. The device is a placement: it enters no cache key or selection metadata.
 """
 
 from __future__ import annotations
@@ -109,7 +136,7 @@ import numbers
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -124,7 +151,9 @@ from datadiet._core.checks import (
     param_error,
 )
 from datadiet._core.chunks import chunk_rows_for, iter_row_chunks, release_pages, take_rows
+from datadiet._core.device import on_gpu, resolve_device
 from datadiet.errors import MissingDependencyError, ParameterError
+from datadiet.selection import _seeding
 from datadiet.selection._numerics import (
     checked_scale,
     float_dtype,
@@ -136,22 +165,21 @@ from datadiet.selection._numerics import (
     unit_rows,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 _NOT_LOADED: Any = object()
 faiss: Any = _NOT_LOADED
 """The faiss module, imported on first use (it takes ~1 s, which a refused config should not wait for);
 None when it is not installed (the optional extra "fast")."""
 
 METRICS: tuple[str, ...] = ("euclidean", "cosine")
-ENGINES: tuple[str, ...] = ("auto", "faiss", "sklearn")
+ENGINES: tuple[str, ...] = ("auto", "faiss", "sklearn", "torch")
 FAISS_MISSING = "kmeans(engine='faiss') needs faiss: pip install 'datadiet[fast]' (faiss-cpu)."
 MAX_N_INIT = 100
 MAX_ITER = 10_000
 _CHUNK_ENTRIES = 1 << 22  # row-by-centroid (and row-by-feature) entries per chunk (32 MiB of float64)
 _OPENMP_THREADS = 2
-_PARALLEL_ROUNDS = 5  # k-means|| rounds (Bahmani et al.: 5 rounds suffice)
-_OVERSAMPLING = 1  # k-means|| draws about _OVERSAMPLING * k rows per round
-_SEED_CHUNK_ENTRIES = 1 << 18  # row-by-drawn-row products per chunk of the seeding (1 MiB of float32)
-_TRIALS_FACTOR = 4  # candidates per seed, as a multiple of scikit-learn's 2 + ln k
 _DIGEST = np.dtype([("a", "<u8"), ("b", "<u8")])
 
 
@@ -228,7 +256,8 @@ def kmeans(
     Parameters
     ----------
     x : array-like or memmap of shape (n_examples, d)
-        Rows to cluster; not modified. A memmap is read in chunks (engine "faiss"), never loaded whole.
+        Rows to cluster; not modified. A memmap is read in chunks (engines "faiss" and "torch"), never
+        loaded whole.
     n_clusters : int or None, default=None
         Number of clusters; None means ``round(sqrt(n_examples))``. Lowered, with a
         :class:`NClustersClampedWarning`, to the number of distinct rows.
@@ -241,11 +270,12 @@ def kmeans(
     max_iter : int in [1, 10000], default=300
         Lloyd iterations per restart, at most.
     tol : float, default=1e-4
-        Convergence tolerance: relative objective change (faiss) or relative center shift (sklearn).
-    engine : {"auto", "faiss", "sklearn"}, default="auto"
-        "auto" is "faiss" when faiss is installed, else "sklearn".
+        Convergence tolerance: relative objective change (faiss, torch) or relative center shift (sklearn).
+    engine : {"auto", "faiss", "sklearn", "torch"}, default="auto"
+        "auto" is "faiss" when faiss has a GPU, else "torch" on a GPU, else "faiss" when faiss is
+        installed, else "sklearn".
     max_points_per_centroid : int, default=256
-        The faiss engine fits on at most ``max_points_per_centroid * n_clusters`` sampled rows.
+        The faiss and torch engines fit on at most ``max_points_per_centroid * n_clusters`` sampled rows.
     name : str, default="x"
         What to call ``x`` in error messages (the selectors pass ``"rep.values"``).
 
@@ -278,15 +308,19 @@ def kmeans(
         centroids, labels, distances = _each_distinct_row_a_cluster(x, groups, metric, scale)
         return _result(centroids, labels, distances, scale, metric)
     fit = {"rng": rng, "n_init": n_init, "max_iter": max_iter, "tol": tol}
+    device = _assign_device(engine)
     if engine == "sklearn":
         centroids = _fit_sklearn(x, k, metric=metric, scale=scale, **fit)
     else:
         sample = _fit_sample(x, max_points_per_centroid * k, metric, scale, rng)
-        centroids = _fit_faiss(sample, k, metric=metric, **fit)
+        if engine == "torch":
+            centroids = _fit_torch(sample, k, metric=metric, device=resolve_device(), **fit)
+        else:
+            centroids = _fit_faiss(sample, k, metric=metric, **fit)
     centroids = centroids.astype(float_dtype(x))
     if metric == "cosine":
         centroids = normalize_rows(centroids)
-    labels, distances = _assign(x, centroids, metric, scale)
+    labels, distances = _assign(x, centroids, metric, scale, device)
     return _result(centroids, labels, distances, scale, metric)
 
 
@@ -340,13 +374,14 @@ def assign(
     if centroids.shape[1] != x.shape[1]:
         raise ParameterError(f"centroids have d={centroids.shape[1]} features but {name} has d={x.shape[1]}.")
     dtype = float_dtype(x)
+    device = _assign_device("auto")
     if metric == "cosine":
         _checked_unit(x, name)
-        labels, distances = _assign(x, np.asarray(centroids, dtype=dtype), metric, 1.0)
+        labels, distances = _assign(x, np.asarray(centroids, dtype=dtype), metric, 1.0, device)
         return labels, distances
     checked_scale(x, name=name)
     scale = power_of_two_scale(max(max_abs(x), max_abs(centroids)))
-    labels, distances = _assign(x, scaled(centroids, scale, dtype), metric, scale)
+    labels, distances = _assign(x, scaled(centroids, scale, dtype), metric, scale, device)
     return labels, _unscaled(distances, scale, clip=False)
 
 
@@ -384,11 +419,24 @@ def _loaded_faiss() -> Any:
 
 
 def _resolve_engine(engine: str) -> str:
+    """The engine that runs: "auto" is faiss with a faiss GPU, else torch on a GPU, else the CPU choice."""
     if engine == "auto":
+        if _gpu_count() > 0:  # pragma: no cover - faiss-gpu only
+            return "faiss"
+        if on_gpu():  # pragma: no cover - GPU only
+            return "torch"
         return "sklearn" if _loaded_faiss() is None else "faiss"
     if engine == "faiss" and _loaded_faiss() is None:
         raise MissingDependencyError(FAISS_MISSING)
     return engine
+
+
+def _assign_device(engine: str) -> torch.device | None:
+    """Where the assignment's products run in torch: the torch engine's device, or the GPU when faiss has
+    none; None: numpy, or a faiss GPU index (:func:`_assign`)."""
+    if engine == "torch" or (_gpu_count() == 0 and on_gpu()):
+        return resolve_device()
+    return None
 
 
 def _checked_unit(x: np.ndarray, name: str) -> float:
@@ -500,164 +548,63 @@ def _fit_faiss(
     tol: float,
 ) -> np.ndarray:
     """float32 centroids of the best of ``n_init`` seeded faiss Lloyd runs on ``sample``."""
+
+    def run(seeds: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+        centroids, objective = _lloyd_faiss(sample, seeds, metric, max_iter, tol, seed)
+        return centroids, -objective if metric == "cosine" else objective  # inner products are maximised
+
+    with _faiss_threads(_OPENMP_THREADS):
+        return _best_seeded(sample, k, metric, rng, n_init, run)
+
+
+def _fit_torch(
+    sample: np.ndarray,
+    k: int,
+    *,
+    metric: str,
+    device: torch.device,
+    rng: np.random.Generator,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+) -> np.ndarray:
+    """float32 centroids of the best of ``n_init`` seeded torch Lloyd runs on ``sample``, on ``device``.
+
+    On a GPU (:func:`~datadiet._core.device.on_gpu`) the seeding's large products run there too; on the
+    CPU the seeding is the numpy one of the faiss engine.
+    """
+    from datadiet.selection import _torch_kmeans
+
+    def run(seeds: np.ndarray, _seed: int) -> tuple[np.ndarray, float]:
+        return _torch_kmeans.lloyd(sample, seeds, metric=metric, max_iter=max_iter, tol=tol, device=device)
+
+    return _best_seeded(sample, k, metric, rng, n_init, run, device if on_gpu() else None)
+
+
+def _best_seeded(
+    sample: np.ndarray,
+    k: int,
+    metric: str,
+    rng: np.random.Generator,
+    n_init: int,
+    run: Callable[[np.ndarray, int], tuple[np.ndarray, float]],
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """The centroids of lowest loss of ``n_init`` runs ``run(seeds, engine_seed)`` from
+    :func:`~datadiet.selection._seeding.seed` (its large products in torch on ``device`` when one is given,
+    else in numpy)."""
     norms = np.einsum("ij,ij->i", sample, sample)
     eligible = norms > 0 if metric == "cosine" and norms.any() else np.ones(len(sample), dtype=bool)
     best, best_loss = None, math.inf
-    with _faiss_threads(_OPENMP_THREADS):
-        for _ in range(n_init):
-            seeds = _seed(sample, k, rng, eligible)
-            seeds = unit_rows(seeds) if metric == "cosine" else seeds
-            centroids, objective = _lloyd_faiss(
-                sample, seeds, metric, max_iter, tol, int(rng.integers(2**31 - 1))
-            )
-            loss = -objective if metric == "cosine" else objective  # inner products are maximised
-            if best is None or loss < best_loss:
-                best, best_loss = centroids, loss
+    for _ in range(n_init):
+        seeds = _seeding.seed(sample, k, rng, eligible, device)
+        seeds = unit_rows(seeds) if metric == "cosine" else seeds
+        centroids, loss = run(seeds, int(rng.integers(2**31 - 1)))
+        if best is None or loss < best_loss:
+            best, best_loss = centroids, loss
     if best is None:  # n_init >= 1 is checked first
-        raise RuntimeError("no faiss k-means run finished.")
+        raise RuntimeError("no k-means run finished.")
     return best
-
-
-def _seed(sample: np.ndarray, k: int, rng: np.random.Generator, eligible: np.ndarray) -> np.ndarray:
-    """``k`` seeds: k-means|| draws, their cell means, then weighted greedy k-means++ among the means.
-
-    ``eligible`` masks the rows that may be drawn and count in the potential (cosine: the nonzero rows,
-    since a zero centroid attracts nothing).
-    """
-    with threadpool_limits(limits=_OPENMP_THREADS, user_api="blas"):  # large products: GEMM splits rows
-        candidates, nearest = _parallel_candidates(sample, k, rng, eligible)
-    points, weights = _cell_means(sample, candidates, nearest, eligible)
-    with threadpool_limits(limits=1, user_api="blas"):  # small products: threads cost more than they save
-        return points[_greedy_plusplus(points, weights, k, rng)]
-
-
-def _parallel_candidates(
-    sample: np.ndarray, k: int, rng: np.random.Generator, eligible: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """k-means|| (Bahmani et al. 2012): rows of ``sample`` drawn in rounds by D^2.
-
-    One eligible row is drawn uniformly; then, in each of ``_PARALLEL_ROUNDS`` rounds, every row
-    independently with probability ``min(1, l * D^2 / phi)`` (``l = _OVERSAMPLING * k``, ``D`` the distance
-    to the nearest drawn row, ``phi`` the sum of ``D^2`` over the eligible rows).
-
-    Returns
-    -------
-    rows : ndarray of int64
-        Indices into ``sample``, in the order drawn.
-    nearest : ndarray of int64, shape (len(sample),)
-        For every sample row, the position in ``rows`` of its nearest drawn row.
-    """
-    squared_norms = np.einsum("ij,ij->i", sample, sample)
-    closest = np.full(len(sample), np.inf, dtype=np.float32)
-    nearest = np.zeros(len(sample), dtype=np.int64)
-    pool = np.flatnonzero(eligible)
-    drawn = [pool[rng.integers(len(pool))][None]]
-    _update_nearest(sample, squared_norms, drawn[0], 0, closest, nearest)
-    closest[~eligible] = 0
-    count = 1
-    for _ in range(_PARALLEL_ROUNDS):
-        phi = float(np.sum(closest, dtype=np.float64))
-        if phi <= 0:  # every eligible row coincides with a drawn one
-            break
-        new = np.flatnonzero(rng.random(len(sample)) * phi < _OVERSAMPLING * k * closest.astype(np.float64))
-        if len(new):
-            _update_nearest(sample, squared_norms, new, count, closest, nearest)
-            closest[~eligible] = 0
-            drawn.append(new)
-            count += len(new)
-    return np.concatenate(drawn), nearest
-
-
-def _cell_means(
-    sample: np.ndarray, rows: np.ndarray, nearest: np.ndarray, eligible: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and size of the eligible sample rows nearest to each drawn row (its cell).
-
-    A drawn row whose cell is empty keeps its own value, with weight 0. Sums run in float64, over row
-    chunks of the sample (a one-hot sparse product, in row order).
-    """
-    from scipy.sparse import csr_array
-
-    sums = np.zeros((len(rows), sample.shape[1]), dtype=np.float64)
-    step = max(1, _CHUNK_ENTRIES // sample.shape[1])
-    for start in range(0, len(sample), step):
-        members = start + np.flatnonzero(eligible[start : start + step])
-        onehot = csr_array(
-            (np.ones(len(members)), (nearest[members], np.arange(len(members)))),
-            shape=(len(rows), len(members)),
-        )
-        sums += onehot @ sample[members].astype(np.float64)
-    sizes = np.bincount(nearest[eligible], minlength=len(rows)).astype(np.float64)
-    means = np.where(sizes[:, None] > 0, sums / np.maximum(sizes, 1)[:, None], sample[rows])
-    return means.astype(sample.dtype), sizes
-
-
-def _update_nearest(
-    sample: np.ndarray,
-    squared_norms: np.ndarray,
-    rows: np.ndarray,
-    offset: int,
-    closest: np.ndarray,
-    nearest: np.ndarray,
-) -> None:
-    """Lower ``closest`` (squared distance to the nearest drawn row) with the new drawn ``rows``.
-
-    ``nearest`` gets the index of the nearest drawn row, counting the new ones from ``offset``; a drawn
-    row is at distance 0 from itself. Computed in cache-sized row chunks.
-    """
-    centres = sample[rows]
-    centre_norms = squared_norms[rows]
-    step = max(1, _SEED_CHUNK_ENTRIES // len(rows))
-    for start in range(0, len(sample), step):
-        stop = min(start + step, len(sample))
-        partial = sample[start:stop] @ centres.T  # ||x - c||^2 - ||x||^2 = ||c||^2 - 2 x.c
-        partial *= -2
-        partial += centre_norms
-        which = np.argmin(partial, axis=1)
-        squared = np.maximum(partial[np.arange(stop - start), which] + squared_norms[start:stop], 0)
-        better = squared < closest[start:stop]
-        closest[start:stop][better] = squared[better]
-        nearest[start:stop][better] = offset + which[better]
-    closest[rows] = 0
-    nearest[rows] = offset + np.arange(len(rows))
-
-
-def _greedy_plusplus(points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Greedy k-means++ on weighted ``points``: indices of ``k`` of them (repeats only if too few differ).
-
-    The first is drawn with probability proportional to weight; each next one is the best, by resulting
-    potential ``sum w * min D^2``, of ``4 * (2 + int(ln k))`` candidates drawn with probability
-    proportional to ``w * D^2`` (``D`` the distance to the nearest seed so far).
-    """
-    n_trials = _TRIALS_FACTOR * (2 + int(math.log(k)))
-    squared_norms = np.einsum("ij,ij->i", points, points)
-    transposed = np.ascontiguousarray(points.T)
-    chosen = np.empty(k, dtype=np.int64)
-    chosen[0] = _draw(weights, 1, rng)[0]
-    closest = _squared_distances(points, transposed, chosen[:1], squared_norms)[0]
-    for c in range(1, k):
-        candidates = _draw(closest * weights, n_trials, rng)
-        trial = np.minimum(closest, _squared_distances(points, transposed, candidates, squared_norms))
-        best = int(np.argmin(trial @ weights))
-        chosen[c], closest = candidates[best], trial[best]
-    return chosen
-
-
-def _draw(mass: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``size`` indices drawn with probability proportional to ``mass`` (uniformly if it is all 0)."""
-    cumulative = np.cumsum(mass, dtype=np.float64)
-    if not cumulative[-1] > 0:
-        return rng.integers(len(mass), size=size)
-    found = np.searchsorted(cumulative, rng.random(size) * cumulative[-1], side="right")
-    return np.minimum(found, len(mass) - 1)
-
-
-def _squared_distances(
-    points: np.ndarray, transposed: np.ndarray, rows: np.ndarray, squared_norms: np.ndarray
-) -> np.ndarray:
-    """``||points[rows[i]] - points[j]||^2`` of shape (len(rows), n), clipped at 0."""
-    products = points[rows] @ transposed
-    return np.maximum(squared_norms[rows, None] - 2 * products + squared_norms[None, :], 0)
 
 
 def _lloyd_faiss(
@@ -698,9 +645,11 @@ def _faiss():  # -> the faiss module (narrowed from ``module | None``)
 
 
 def _gpu_count() -> int:
-    """Visible faiss GPUs (0 without faiss-gpu)."""
+    """Visible faiss GPUs (0 without faiss-gpu, or when DATADIET_DEVICE=cpu keeps every stage on the CPU)."""
+    from datadiet._core.device import device_spec
+
     lib = _loaded_faiss()
-    if lib is None or not hasattr(lib, "StandardGpuResources"):
+    if lib is None or not hasattr(lib, "StandardGpuResources") or device_spec() == "cpu":
         return 0
     return lib.get_num_gpus()  # pragma: no cover - GPU builds only
 
@@ -720,12 +669,15 @@ def _faiss_threads(limit: int) -> Iterator[None]:
 # --- shared: assignment ----------------------------------------------------------------------------------
 
 
-def _assign(x: np.ndarray, centroids: np.ndarray, metric: str, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def _assign(
+    x: np.ndarray, centroids: np.ndarray, metric: str, scale: float, device: torch.device | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest (working-unit) centroid and distance to it for every row, in chunks of working rows.
 
     The chunks are a map on the current :mod:`datadiet.distributed.engine` (this process by default,
     Ray tasks with ``--engine ray``); the centroids travel once and every chunk is computed alike on either
-    engine.
+    engine. In this process, the labels come from torch on ``device`` when one is given, else from a faiss
+    GPU index when faiss has a GPU, else from numpy.
     Distances are in working units (Euclidean: times ``scale``).
     """
     from datadiet.distributed.engine import current_engine, row_chunks
@@ -733,7 +685,13 @@ def _assign(x: np.ndarray, centroids: np.ndarray, metric: str, scale: float) -> 
     step = max(1, min(_CHUNK_ENTRIES // len(centroids), _CHUNK_ENTRIES // x.shape[1]))
     engine = current_engine()
     shared = (x, centroids, metric, scale)
-    if engine.name == "local" and _gpu_count() > 0:  # pragma: no cover - GPU only
+    if engine.name == "local" and device is not None:
+        from datadiet.selection import _torch_kmeans
+
+        step = min(_torch_kmeans.chunk_rows(len(centroids), x.shape[1], device), _CHUNK_ENTRIES // x.shape[1])
+        nearest = _torch_kmeans.nearest(centroids, metric, device)
+        parts = [_assign_chunk(piece, shared, nearest) for piece in row_chunks(len(x), max(1, step))]
+    elif engine.name == "local" and _gpu_count() > 0:  # pragma: no cover - GPU only
         nearest = _gpu_nearest(centroids, metric)
         parts = [_assign_chunk(piece, shared, nearest) for piece in row_chunks(len(x), step)]
     else:
@@ -753,7 +711,7 @@ def _assign_chunk(
     start, stop = piece
     view = x[start:stop]
     block = _working_rows(view, metric, scale, centroids.dtype)
-    if nearest is not None:  # pragma: no cover - GPU only
+    if nearest is not None:  # a faiss GPU index or torch
         label = nearest(block)
     elif metric == "cosine":
         label = np.argmax(block @ centroids.T, axis=1)

@@ -33,6 +33,14 @@ refused with the reason.
 
 Training gradients in LESS are Adam-preconditioned before projection (:func:`adam_precondition`);
 validation gradients stay plain SGD gradients.
+
+Device: when :func:`datadiet._core.device.on_gpu` (and the chunks run in this process), the group targets
+are computed on the host as above and copied once to the GPU; each training chunk is copied in its own dtype,
+widened to float64 and rescaled there by the same powers of two
+(:func:`~datadiet.selection._numerics.torch_unit_rows`, :func:`~datadiet.selection._numerics.torch_ldexp`),
+and its float64 product with the targets and the max over groups run there; only the chunk's scores come
+back. They agree with the CPU's up to float64 rounding (the sums run in another order); on the CPU the numpy
+code runs, bit for bit as before.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -53,6 +62,9 @@ from datadiet.selection._numerics import (
     check_magnitudes,
     row_exponents,
     scale_exponent,
+    torch_ldexp,
+    torch_row_exponents,
+    torch_unit_rows,
     unit_rows,
 )
 from datadiet.selection.base import ScoreSelector, declared
@@ -64,9 +76,15 @@ from datadiet.selection.self_influence import (
     check_lr_weights,
     checkpoint_weights,
     default_chunk_rows,
+    device_rows,
+    gpu_device,
     shown,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+R = TypeVar("R")
 VAL_GROUPS = "None or a 1-D sequence of hashable group ids (not NaN), one per validation row"
 
 
@@ -283,7 +301,7 @@ def _less(
         for array, name in zip((train, val), names, strict=True):
             check_checkpoint_magnitudes(array, name=name)
         targets = (_group_means(val, *groups, rows, _unit_checkpoints) * relative).reshape(groups[1], -1)
-        return np.concatenate(current_engine().map(_chunk_cosine, pieces, (train, targets)))
+        return np.concatenate(_chunk_map(_chunk_cosine, _device_cosine, pieces, train, targets))
     for array, name in zip((train, val), names, strict=True):
         check_magnitudes(array, name=name)
     val_exponent = scale_exponent(val)
@@ -291,7 +309,7 @@ def _less(
     targets = (means * relative).reshape(groups[1], -1)
     target_exponent = scale_exponent(targets)
     targets = np.ldexp(targets, target_exponent)
-    parts = current_engine().map(_chunk_inner, pieces, (train, targets))
+    parts = _chunk_map(_chunk_inner, _device_inner, pieces, train, targets)
     mantissa = np.concatenate([part[0] for part in parts])
     exponent = np.concatenate([part[1] for part in parts]) - val_exponent - target_exponent
     return as_float64_scores(mantissa, exponent, what="less scores (normalize=False)")
@@ -325,6 +343,41 @@ def _chunk_inner(
     exponents = row_exponents(block)
     best = (np.ldexp(block, exponents[:, None]) @ targets.T).max(axis=1)
     return best, -exponents
+
+
+def _chunk_map(
+    on_host: Callable[[tuple[int, int], tuple[np.ndarray, np.ndarray]], R],
+    on_device: Callable[[tuple[int, int], np.ndarray, torch.Tensor, torch.device], R],
+    pieces: list[tuple[int, int]],
+    train: np.ndarray,
+    targets: np.ndarray,
+) -> list[R]:
+    """Every chunk's result in order: ``on_host`` on the current engine, or ``on_device`` on the GPU."""
+    device = gpu_device()
+    if device is None:
+        return current_engine().map(on_host, pieces, (train, targets))
+    import torch
+
+    table = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float64)).to(device)
+    return [on_device(piece, train, table, device) for piece in pieces]
+
+
+def _device_cosine(
+    piece: tuple[int, int], train: np.ndarray, targets: torch.Tensor, device: torch.device
+) -> np.ndarray:
+    """:func:`_chunk_cosine` on ``device`` (``targets`` already there)."""
+    block = torch_unit_rows(device_rows(train, piece, device))
+    return (block.reshape(len(block), -1) @ targets.T).amax(dim=1).cpu().numpy()
+
+
+def _device_inner(
+    piece: tuple[int, int], train: np.ndarray, targets: torch.Tensor, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_chunk_inner` on ``device`` (``targets`` already there)."""
+    block = device_rows(train, piece, device).reshape(piece[1] - piece[0], -1)
+    exponents = torch_row_exponents(block)
+    best = (torch_ldexp(block, exponents[:, None]) @ targets.T).amax(dim=1)
+    return best.cpu().numpy(), -exponents.cpu().numpy()
 
 
 @SELECTORS.register("less")

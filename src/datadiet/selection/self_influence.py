@@ -18,22 +18,39 @@ two). The scores are ``SI`` itself whenever float64 holds every value; otherwise
 power of two, with a ``ScoresRescaledWarning``. Refused with the reason: examples whose values are nonzero
 but all subnormal (too few significant bits, :func:`~datadiet.selection._numerics.check_magnitudes`) and
 inputs whose scores span more than float64's range (nonzero ones more than 2**1022 below the largest).
+
+Device: when :func:`datadiet._core.device.on_gpu` (and the chunks run in this process), each chunk is copied
+to the GPU in its own dtype, widened to float64 there, and its per-checkpoint scaled square norms are taken
+there (:func:`~datadiet.selection._numerics.torch_scaled_square_norms`); the (n, C) results come back and
+are combined on the host exactly as on the CPU. The scores agree with the CPU's up to float64 rounding (the
+sums run in another order); on the CPU the numpy code runs, bit for bit as before.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from datadiet._core.checks import as_finite_array, param_error
 from datadiet._core.chunks import release_pages
+from datadiet._core.device import on_gpu, resolve_device
 from datadiet.distributed.engine import current_engine, row_chunks
 from datadiet.errors import ParameterError
-from datadiet.selection._numerics import as_float64_scores, check_magnitudes, weighted_square_norms
+from datadiet.selection._numerics import (
+    as_float64_scores,
+    check_magnitudes,
+    combine_square_norms,
+    torch_scaled_square_norms,
+    weighted_square_norms,
+)
 from datadiet.selection.base import ScoreSelector
 from datadiet.selection.registry import SELECTORS
+
+if TYPE_CHECKING:
+    import torch
 
 GRADIENTS = "an (n_examples, C, d) array of per-checkpoint gradients, or (n_examples, d) for one checkpoint"
 LR_WEIGHTS = "None or a 1-D sequence of finite weights >= 0, not all 0, one per checkpoint"
@@ -150,7 +167,12 @@ def _self_influence(grads: np.ndarray, weights: np.ndarray, rows: int, *, name: 
     float64 scores (the same bits whichever engine or chunking computed them).
     """
     check_magnitudes(grads, name=name)
-    parts = current_engine().map(_chunk_influence, row_chunks(len(grads), rows), (grads, weights))
+    pieces = row_chunks(len(grads), rows)
+    device = gpu_device()
+    if device is None:
+        parts = current_engine().map(_chunk_influence, pieces, (grads, weights))
+    else:
+        parts = [_device_influence(piece, grads, weights, device) for piece in pieces]
     mantissa = np.concatenate([part[0] for part in parts])
     exponent = np.concatenate([part[1] for part in parts])
     return as_float64_scores(mantissa, exponent, what="self_influence scores")
@@ -164,6 +186,40 @@ def _chunk_influence(
     block = np.asarray(view, dtype=np.float64)
     release_pages(view)
     return weighted_square_norms(block, weights)
+
+
+def _device_influence(
+    piece: tuple[int, int], grads: np.ndarray, weights: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_chunk_influence` with the (row, checkpoint) square norms taken on ``device``."""
+    squares, row_exp = torch_scaled_square_norms(device_rows(grads, piece, device))
+    return combine_square_norms(squares.cpu().numpy(), row_exp.cpu().numpy(), weights)
+
+
+def gpu_device() -> torch.device | None:
+    """The GPU the gradient scorers' chunk products run on, or None for the numpy path.
+
+    A device only when :func:`~datadiet._core.device.on_gpu` and the chunks run in this process (the local
+    engine: a Ray worker may have no GPU).
+    """
+    if current_engine().name != "local" or not on_gpu():
+        return None
+    return resolve_device()
+
+
+def device_rows(array: np.ndarray, piece: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Rows ``start:stop`` of ``array`` as a float64 tensor on ``device``; a memmap's pages are then released.
+
+    Float rows travel in their own dtype (float32 gradients cross half the bytes) and are widened on the
+    device; other dtypes are converted to float64 first.
+    """
+    import torch
+
+    view = array[piece[0] : piece[1]]
+    floating = view.dtype in (np.float16, np.float32, np.float64)
+    host = np.array(view, dtype=view.dtype if floating else np.float64)  # a writable copy of the chunk
+    release_pages(view)
+    return torch.from_numpy(host).to(device).to(torch.float64)
 
 
 @SELECTORS.register("self_influence")
