@@ -129,12 +129,13 @@ def build_model(name: str, device: torch.device) -> tuple[torch.nn.Module, str]:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    if name == "minilm-l6":
-        config = transformers.BertConfig(**_config("minilm-l6"), num_labels=4)
-        model, task = transformers.BertForSequenceClassification(config), "SEQ_CLS"
-    else:
-        config = transformers.LlamaConfig(**_llama_config(name))
-        model, task = transformers.LlamaForCausalLM(config), "CAUSAL_LM"
+    with device:  # initialised where it runs: a 1.7B model's CPU init alone would take a minute
+        if name == "minilm-l6":
+            config = transformers.BertConfig(**_config("minilm-l6"), num_labels=4)
+            model, task = transformers.BertForSequenceClassification(config), "SEQ_CLS"
+        else:
+            config = transformers.LlamaConfig(**_llama_config(name))
+            model, task = transformers.LlamaForCausalLM(config), "CAUSAL_LM"
     targets = [n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     targets = sorted(set(targets) - {"lm_head", "classifier"})
     lora = LoraConfig(task_type=task, r=8, lora_alpha=16, target_modules=targets)
