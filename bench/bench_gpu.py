@@ -151,28 +151,19 @@ def _config(name: str) -> dict[str, Any]:
     return json.loads((MODELS / f"{name}.json").read_text())
 
 
+LLAMA_SHAPES: dict[str, dict[str, int]] = {
+    "smollm2-135m": {},
+    "llama-1.7b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
+                   "num_attention_heads": 32, "num_key_value_heads": 32, "head_dim": 64},  # SmolLM2-1.7B's
+    "llama-tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                   "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 512},
+}  # fmt: skip
+"""Each causal LM as changes to the packaged SmolLM2-135M config."""
+
+
 def _llama_config(name: str) -> dict[str, Any]:
     base = {k: v for k, v in _config("smollm2-135m").items() if k not in ("architectures", "dtype")}
-    if name == "llama-1.7b":  # SmolLM2-1.7B's shape
-        base.update(
-            hidden_size=2048,
-            intermediate_size=8192,
-            num_hidden_layers=24,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            head_dim=64,
-        )
-    elif name == "llama-tiny":
-        base.update(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=32,
-            vocab_size=512,
-        )
-    return base
+    return {**base, **LLAMA_SHAPES[name]}
 
 
 def make_batch(model: torch.nn.Module, task: str, batch: int, tokens: int, device: torch.device) -> dict:
